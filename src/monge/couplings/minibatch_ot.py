@@ -2,9 +2,10 @@
 
 Tong et al. (2024), "Improving and generalizing flow-based generative models with minibatch
 optimal transport"; Pooladian et al. (2023), "Multisample flow matching". Within each minibatch
-of B equal-weight samples the squared-Euclidean OT plan is a permutation (Birkhoff–von Neumann), found
-by linear assignment (``scipy.optimize.linear_sum_assignment``, O(B³) worst case). The permutation
-is used directly: unlike sampling pairs i.i.d. from the plan, no pair is duplicated or dropped.
+of B equal-weight samples the squared-Euclidean OT plan is a permutation (Birkhoff–von Neumann),
+found by linear assignment (``scipy.optimize.linear_sum_assignment``, O(B³) worst case). The
+permutation is used directly: unlike sampling pairs i.i.d. from the plan, no pair is duplicated or
+dropped.
 """
 
 from __future__ import annotations
