@@ -8,8 +8,16 @@ import pytest
 import torch
 from sklearn.datasets import make_moons
 
-from monge.data import TOY_DATASETS, checkerboard, eight_gaussians, gaussian, moons, rings
-from monge.data import spirals, swissroll
+from monge.data import (
+    TOY_DATASETS,
+    checkerboard,
+    eight_gaussians,
+    gaussian,
+    moons,
+    rings,
+    spirals,
+    swissroll,
+)
 from monge.errors import InputError
 
 
