@@ -41,7 +41,8 @@ class GaussianMixture:
     def __post_init__(self) -> None:
         self.means = torch.as_tensor(self.means, dtype=torch.float64)
         if self.means.ndim != 2:
-            raise InputError(f"GaussianMixture: means must be [K, D], got {tuple(self.means.shape)}")
+            raise InputError(
+                f"GaussianMixture: means must be [K, D], got {tuple(self.means.shape)}")
         k, d = self.means.shape
         stds = torch.as_tensor(self.stds, dtype=torch.float64)
         if stds.ndim == 1:

@@ -1,1 +1,15 @@
-"""monge.train"""
+"""Training: objectives, time samplers, the trainer with EMA, checkpoints and resume."""
+
+from monge.train.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from monge.train.losses import WEIGHTINGS, FlowMatchingLoss, LossOutput
+from monge.train.time_samplers import (
+    LogitNormalTime,
+    TimeSampler,
+    UniformTime,
+    make_time_sampler,
+)
+from monge.train.trainer import CHECKPOINT_NAME, LOG_NAME, Trainer, TrainerConfig, TrainResult
+
+__all__ = ["CHECKPOINT_NAME", "LOG_NAME", "WEIGHTINGS", "FlowMatchingLoss", "LogitNormalTime",
+           "LossOutput", "TimeSampler", "TrainResult", "Trainer", "TrainerConfig", "UniformTime",
+           "atomic_write_bytes", "load_checkpoint", "make_time_sampler", "save_checkpoint"]

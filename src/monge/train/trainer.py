@@ -1,0 +1,320 @@
+"""The training loop: AdamW, warm-up + cosine learning rate, clipping, EMA, logs and checkpoints.
+
+One loop serves every objective: it needs a model, a loss module ``loss(model, x0, x1, y1,
+generator) -> LossOutput`` and a batch sampler ``sample_batch(n, generator) -> (x0, x1, y1)``.
+Every random draw (batches, times, label dropout) comes from one ``torch.Generator`` whose state is
+checkpointed, so ``fit(resume=True)`` continues bit-for-bit: N steps + resume + N steps gives the
+same weights as 2N steps.
+
+Only process 0 writes logs and checkpoints when torch.distributed is initialised; the loop itself
+is unchanged (a DDP-wrapped model works as the ``model`` argument).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
+
+from monge._checks import make_generator
+from monge.errors import InputError
+from monge.train.checkpoint import (
+    load_checkpoint,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_checkpoint,
+)
+
+BatchSampler = Callable[[int, torch.Generator], tuple[Tensor, Tensor, Tensor | None]]
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+LOG_NAME = "log.jsonl"
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation settings.
+
+    Attributes:
+        steps: total optimisation steps.
+        batch_size: examples per step (per process under DDP).
+        lr: peak learning rate (AdamW).
+        weight_decay, betas: AdamW settings.
+        warmup_steps: linear warm-up length.
+        schedule: ``cosine`` (decay to ``lr·min_lr_ratio`` at the last step) or ``constant``.
+        grad_clip: max global gradient norm (None: no clipping).
+        ema_decay: EMA decay of the weights used for sampling (0 disables EMA).
+        checkpoint_every: write a checkpoint every N steps (and at the end).
+        log_every: write a JSONL log row every N steps.
+        seed: seed of the training generator.
+    """
+
+    steps: int = 5000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.05
+    grad_clip: float | None = 1.0
+    ema_decay: float = 0.999
+    checkpoint_every: int = 1000
+    log_every: int = 25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise InputError("trainer: steps and batch_size must be positive")
+        if self.lr <= 0:
+            raise InputError(f"trainer: lr must be positive, got {self.lr}")
+        if self.schedule not in ("cosine", "constant"):
+            raise InputError(f"trainer: schedule must be 'cosine' or 'constant', got "
+                             f"{self.schedule!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise InputError(f"trainer: ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate used for optimisation step ``step`` (0-based)."""
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return self.lr
+        span = max(1, self.steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        floor = self.lr * self.min_lr_ratio
+        return floor + 0.5 * (self.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class TrainResult:
+    """Summary of a ``fit`` call."""
+
+    steps: int
+    final_loss: float
+    seconds: float
+    resumed_from: int | None
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+def ema_with_warmup(decay: float):
+    """EMA update for ``AveragedModel`` whose decay ramps up as min(decay, (1 + n)/(10 + n)).
+
+    With a fixed decay of 0.999 a short run's EMA would still carry much of the random
+    initialisation; the warm-up (as in common diffusion codebases) lets the average track the
+    weights early on.
+    """
+    def update(ema_params: list[Tensor], params: list[Tensor], n_averaged: Tensor) -> None:
+        n = float(n_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(ema_params, params, 1.0 - d)
+    return update
+
+
+def _is_main() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class Trainer:
+    """Train ``model`` on ``loss`` with batches from ``sample_batch``.
+
+    Args:
+        model: the network (``forward(x, t, **cond)``); may be DDP-wrapped.
+        loss: objective module, e.g. :class:`~monge.train.losses.FlowMatchingLoss`.
+        sample_batch: ``(n, generator) -> (x0, x1, y1)`` drawing independent minibatches.
+        config: :class:`TrainerConfig`.
+        out_dir: folder for ``checkpoint.safetensors`` and ``log.jsonl`` (None: keep nothing).
+        metadata: JSON-serialisable description stored in the checkpoint (model and data specs,
+            path, target...) so that the checkpoint can be rebuilt and sampled on its own.
+        progress: show a rich progress bar (loss, it/s, ETA).
+        device: device of the training generator (default: the model's).
+    """
+
+    def __init__(self, model: nn.Module, loss: nn.Module, sample_batch: BatchSampler,
+                 config: TrainerConfig, out_dir: str | Path | None = None,
+                 metadata: dict[str, Any] | None = None, progress: bool = True,
+                 device: torch.device | str | None = None):
+        self.model, self.loss, self.sample_batch, self.config = model, loss, sample_batch, config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.metadata = metadata or {}
+        self.progress = progress
+        params = list(model.parameters())
+        self.device = torch.device(device) if device is not None else params[0].device
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas,
+                                           weight_decay=config.weight_decay)
+        self.ema = (AveragedModel(self.base_model, multi_avg_fn=ema_with_warmup(
+            config.ema_decay), use_buffers=True) if config.ema_decay > 0 else None)
+        self.generator = make_generator(config.seed, self.device)
+        self.step = 0
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The model without a DDP wrapper."""
+        return getattr(self.model, "module", self.model)
+
+    @property
+    def sampling_model(self) -> nn.Module:
+        """EMA weights when EMA is on, else the live model."""
+        return self.ema.module if self.ema is not None else self.base_model
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+
+    def state_tensors(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors = {f"model.{k}": v for k, v in self.base_model.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        opt_t, opt_meta = optimizer_to_tensors(self.optimizer)
+        tensors.update(opt_t)
+        tensors["rng.train"] = self.generator.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        state = {"step": self.step, "trainer": asdict(self.config), "optimizer": opt_meta,
+                 **self.metadata}
+        return tensors, state
+
+    def save(self) -> Path | None:
+        """Write the checkpoint now (process 0 only)."""
+        if self.checkpoint_path is None or not _is_main():
+            return None
+        tensors, state = self.state_tensors()
+        return save_checkpoint(self.checkpoint_path, tensors, state)
+
+    def load(self, path: str | Path) -> int:
+        """Restore model, EMA, optimizer, RNG and step from a checkpoint; return the step."""
+        tensors, state = load_checkpoint(path, device="cpu")
+        model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.base_model.load_state_dict(model_sd)
+        if self.ema is not None:
+            ema_sd = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+            if ema_sd:
+                self.ema.load_state_dict(ema_sd)
+        optimizer_from_tensors(self.optimizer, tensors, state["optimizer"])
+        self.generator.set_state(tensors["rng.train"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = int(state["step"])
+        return self.step
+
+    # --- loop ----------------------------------------------------------------------------------
+    def _log_rows_after(self, step: int) -> None:
+        """Drop log rows written after ``step`` by a run that was killed (resume appends)."""
+        log = self.out_dir / LOG_NAME if self.out_dir else None
+        if log is None or not log.exists():
+            return
+        rows = [r for r in log.read_text().splitlines() if r.strip()]
+        kept = [r for r in rows if json.loads(r)["step"] <= step]
+        log.write_text("".join(r + "\n" for r in kept))
+
+    def fit(self, resume: bool = False, stop_at: int | None = None) -> TrainResult:
+        """Run the loop to ``config.steps`` (continuing from the checkpoint if ``resume``).
+
+        ``stop_at`` ends the call early after that step (with a checkpoint), leaving the schedule
+        unchanged, as an interrupted run would; a later ``fit(resume=True)`` finishes it.
+        """
+        cfg = self.config
+        end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+        resumed_from = None
+        if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
+            resumed_from = self.load(self.checkpoint_path)
+            if _is_main():
+                self._log_rows_after(resumed_from)
+        elif self.out_dir is not None and _is_main():
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / LOG_NAME).write_text("")
+        log_fh = (open(self.out_dir / LOG_NAME, "a", encoding="utf-8")
+                  if self.out_dir is not None and _is_main() else None)
+        self.model.train()
+        losses: list[tuple[int, float]] = []
+        t_start = time.perf_counter()
+        t_last, step_last = t_start, self.step
+        last_loss = float("nan")
+        bar = _ProgressBar(cfg.steps, self.step, enabled=self.progress and _is_main())
+        try:
+            with bar:
+                while self.step < end:
+                    lr = cfg.lr_at(self.step)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    x0, x1, y1 = self.sample_batch(cfg.batch_size, self.generator)
+                    out = self.loss(self.model, x0, x1, y1, self.generator)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    out.loss.backward()
+                    grad_norm = (torch.nn.utils.clip_grad_norm_(
+                        self.model.parameters(), cfg.grad_clip) if cfg.grad_clip else None)
+                    self.optimizer.step()
+                    if self.ema is not None:
+                        self.ema.update_parameters(self.base_model)
+                    self.step += 1
+                    last_loss = float(out.loss.detach())
+                    if not math.isfinite(last_loss):
+                        raise FloatingPointError(
+                            f"training diverged: loss is {last_loss} at step {self.step} "
+                            f"(lr {lr:.3g}); lower the learning rate or check the data")
+                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                        now = time.perf_counter()
+                        ips = (self.step - step_last) / max(now - t_last, 1e-9)
+                        t_last, step_last = now, self.step
+                        losses.append((self.step, last_loss))
+                        if log_fh is not None:
+                            row = {"step": self.step, "loss": last_loss, "lr": lr,
+                                   "it_per_s": ips, "grad_norm": None if grad_norm is None
+                                   else float(grad_norm)}
+                            log_fh.write(json.dumps(row) + "\n")
+                            log_fh.flush()
+                    bar.update(self.step, last_loss)
+                    if self.step % cfg.checkpoint_every == 0 and self.step < end:
+                        self.save()
+            self.save()
+        finally:
+            if log_fh is not None:
+                log_fh.close()
+        return TrainResult(self.step, last_loss, time.perf_counter() - t_start, resumed_from,
+                           losses)
+
+
+class _ProgressBar:
+    """A rich progress bar with loss, it/s and ETA (no-op when disabled)."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.enabled = enabled
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            self._p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                               TextColumn("loss {task.fields[loss]:.4f}"),
+                               TextColumn("{task.fields[ips]:.0f} it/s"), TimeElapsedColumn(),
+                               TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+            self._task = self._p.add_task("train", total=total, completed=start,
+                                          loss=float("nan"), ips=0.0)
+            self._t0, self._s0 = time.perf_counter(), start
+
+    def __enter__(self):
+        if self.enabled:
+            self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._p.__exit__(*exc)
+        return False
+
+    def update(self, step: int, loss: float) -> None:
+        if self.enabled:
+            ips = (step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
+            self._p.update(self._task, completed=step, loss=loss, ips=ips)
