@@ -45,7 +45,8 @@ class UNet(nn.Module):
     connections concatenated on the way up. With ``num_classes`` set, a class embedding of
     ``num_classes + 1`` rows (the last is the "null" class for classifier-free guidance; Ho &
     Salimans, 2021) is added to the time embedding. No attention. Cost is linear in ``B*H*W``;
-    the default (32 base channels, mults (1, 2)) has about 0.5 M parameters.
+    the default (32 base channels, mults (1, 2)) has about 0.39 M parameters. Runs in
+    channels-last memory format (faster convolutions on CPU and GPU).
 
     Args:
         in_channels: channels of ``x`` (and of the output).
