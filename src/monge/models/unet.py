@@ -38,11 +38,13 @@ class ResidualBlock(nn.Module):
 class UNet(nn.Module):
     """Field network ``(x, t, y) -> tensor of x's shape`` for images ``[B, C, H, W]``.
 
-    Method: the U-Net of Ronneberger et al. (2015) in the form used for diffusion models by Ho et
-    al., "Denoising Diffusion Probabilistic Models" (2020): residual blocks (GroupNorm + SiLU +
-    3x3 conv) with the time embedding (sinusoidal + two-layer MLP) added inside every block,
-    strided-conv downsampling, nearest-neighbour upsampling followed by a 3x3 conv, and skip
-    connections concatenated on the way up. With ``num_classes`` set, a class embedding of
+    Method: the U-Net of Ronneberger et al., "U-Net: Convolutional Networks for Biomedical Image
+    Segmentation" (MICCAI 2015), in the form used for diffusion models by Ho et al., "Denoising
+    Diffusion Probabilistic Models" (NeurIPS 2020): residual blocks (GroupNorm + SiLU + 3x3 conv)
+    with the time embedding (sinusoidal + two-layer MLP) added inside every block, strided-conv
+    downsampling, upsampling by a 3x3 conv at the low resolution followed by nearest-neighbour
+    repetition, and the output of every down-path residual block concatenated into its mirror
+    block on the way up. With ``num_classes`` set, a class embedding of
     ``num_classes + 1`` rows (the last is the "null" class for classifier-free guidance; Ho &
     Salimans, 2021) is added to the time embedding. No attention. Cost is linear in ``B*H*W``;
     the default (32 base channels, mults (1, 2)) has about 0.39 M parameters. Runs in
