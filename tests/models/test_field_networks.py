@@ -118,3 +118,15 @@ def test_factory_errors_and_parameter_count():
     net.net[0].weight.requires_grad_(False)
     assert count_parameters(net) == 42 - 16
     assert count_parameters(net, trainable_only=False) == 42
+
+
+@pytest.mark.parametrize(("kind", "shape", "kwargs"), CASES)
+def test_safetensors_round_trip(tmp_path, kind, shape, kwargs):
+    from safetensors.torch import load_file, save_file
+
+    net = make(kind, shape, kwargs, num_classes=2)
+    save_file(net.state_dict(), tmp_path / "model.safetensors")
+    copy = make(kind, shape, kwargs, num_classes=2, seed=99)
+    copy.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    x, t, y = torch.randn(3, *shape), torch.rand(3), torch.tensor([0, 1, 2])
+    assert torch.equal(net(x, t, y), copy(x, t, y))
