@@ -1,1 +1,7 @@
-"""monge.experiments"""
+"""Experiments: the ``monge run`` job (config, training, evaluation, report)."""
+
+from monge.experiments.config import RunConfig, SolverSpec, load_config, parse_config
+from monge.experiments.run import Trained, build_components, evaluate, load_trained, run_experiment
+
+__all__ = ["RunConfig", "SolverSpec", "Trained", "build_components", "evaluate", "load_config",
+           "load_trained", "parse_config", "run_experiment"]

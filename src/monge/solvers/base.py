@@ -56,6 +56,7 @@ class Solver(ABC):
 
     name: str = "solver"
     order: int = 1
+    nfe_per_step: int = 1
     adaptive: bool = False
     stochastic: bool = False
 

@@ -40,7 +40,7 @@ class Dopri5(Solver):
     called on a fixed grid (then it behaves as a 6-stage 5th-order method).
     """
 
-    name, order, adaptive = "dopri5", 5, True
+    name, order, adaptive, nfe_per_step = "dopri5", 5, True, 6
 
     def init(self, field: Field, x: Tensor, t: float, cond: dict[str, Any]) -> tuple[Any, int]:
         return eval_field(field, x, t, cond), 1

@@ -1,0 +1,3 @@
+from monge.cli.main import app
+
+app()

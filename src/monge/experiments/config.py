@@ -1,0 +1,159 @@
+"""Run configuration: a pydantic schema for ``monge run`` (YAML files and CLI overrides).
+
+Unknown keys and bad values are rejected with one line naming the key (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from monge.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class DataConfig(_Strict):
+    n_train: int = Field(20000, ge=16, description="training points drawn for built-in toys")
+    n_test: int = Field(4000, ge=8, description="held-out points drawn for built-in toys")
+    test_fraction: float = Field(0.3, gt=0, lt=1, description="held-out share of a file/digits")
+
+
+class ModelConfig(_Strict):
+    kind: Literal["auto", "mlp", "unet"] = "auto"
+    hidden: int = Field(256, ge=4)
+    depth: int = Field(3, ge=1)
+    time_dim: int = Field(64, ge=2)
+    base_channels: int = Field(32, ge=4)
+    channel_mults: list[int] = Field(default_factory=lambda: [1, 2])
+    conditional: bool = Field(False, description="class-conditional on the target's labels")
+
+
+class PathConfig(_Strict):
+    name: Literal["linear", "vp", "vp-cosine", "ve", "edm"] = "linear"
+    sigma_min: float | None = Field(None, gt=0)
+    sigma_max: float | None = Field(None, gt=0)
+
+    def kwargs(self) -> dict[str, float]:
+        return {k: v for k, v in (("sigma_min", self.sigma_min), ("sigma_max", self.sigma_max))
+                if v is not None}
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(5000, ge=1)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float | None = Field(1.0, gt=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    checkpoint_every: int = Field(1000, ge=1)
+    log_every: int = Field(25, ge=1)
+    time_sampler: Literal["uniform", "logit-normal"] = "uniform"
+    prediction: Literal["velocity", "x1", "epsilon"] = "velocity"
+    weighting: Literal["none", "snr", "min-snr-5"] = "none"
+    cond_dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class SolverSpec(_Strict):
+    solver: Literal["euler", "midpoint", "heun", "rk4", "dopri5"]
+    nfe: list[int] = Field(default_factory=list, description="NFE budgets (fixed-step solvers)")
+    rtol: float = Field(1e-5, gt=0)
+    atol: float = Field(1e-5, gt=0)
+
+    @model_validator(mode="after")
+    def _budgets(self) -> SolverSpec:
+        if self.solver != "dopri5" and not self.nfe:
+            raise ValueError(f"solver {self.solver!r} needs a list of nfe budgets")
+        if any(n < 1 for n in self.nfe):
+            raise ValueError("nfe budgets must be positive")
+        return self
+
+
+def _default_solvers() -> list[SolverSpec]:
+    return [SolverSpec(solver="euler", nfe=[1, 2, 4, 8, 16, 100]),
+            SolverSpec(solver="heun", nfe=[8]), SolverSpec(solver="rk4", nfe=[8]),
+            SolverSpec(solver="dopri5")]
+
+
+class EvalConfig(_Strict):
+    n_samples: int = Field(2000, ge=8, description="generated samples per evaluation")
+    solvers: list[SolverSpec] = Field(default_factory=_default_solvers)
+    trajectories: int = Field(128, ge=0, description="trajectories drawn in trajectories.png")
+    straightness_steps: int = Field(100, ge=2)
+    frechet: bool | None = Field(None, description="classifier Fréchet distance (digits)")
+
+
+class RunConfig(_Strict):
+    """Everything ``monge run`` needs. Defaults are the built-in main job."""
+
+    source: str = "8gaussians"
+    target: str = "moons"
+    seed: int = 0
+    out: str = "runs/default"
+    coupling: Literal["independent", "ot"] = "independent"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    path: PathConfig = Field(default_factory=PathConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.path.name != "linear" and self.source != "gaussian":
+            raise ValueError(f"path {self.path.name!r} assumes a Gaussian source; use "
+                             "source: gaussian or path: linear")
+        if self.train.cond_dropout > 0 and not self.model.conditional:
+            raise ValueError("train.cond_dropout needs model.conditional: true")
+        return self
+
+
+def _format_error(exc: ValidationError, origin: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{origin}: unknown key '{loc}'"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:
+        return f"{origin}: {msg}"
+    return f"{origin}: invalid value for '{loc}': {msg}"
+
+
+def parse_config(data: dict[str, Any] | None, origin: str = "config") -> RunConfig:
+    """Validate a dict into a :class:`RunConfig` (one-line ``ConfigError`` on failure)."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level")
+    try:
+        return RunConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, origin)) from None
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    data: dict[str, Any] = {}
+    origin = "config"
+    if path is not None:
+        p = Path(path)
+        origin = str(p)
+        if not p.exists():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return parse_config(data, origin)
