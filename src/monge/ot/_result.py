@@ -15,9 +15,11 @@ class OTResult:
     dimension ``B``) give batched tensors; scalars then have shape ``[B]``.
 
     Attributes:
-        plan: transport plan ``P`` of shape ``[..., n, m]``; dense for ``exact``/``sinkhorn``/``sns``,
-            a sparse COO tensor for ``sparsity_constrained`` (at most ``k`` non-zeros per column).
-        f: source potential, shape ``[..., n]`` (for entropic OT ``P_ij = exp((f_i+g_j-C_ij)/eps)``).
+        plan: transport plan ``P`` of shape ``[..., n, m]``; dense for ``exact``, ``sinkhorn``
+            and ``sns``, a sparse COO tensor for ``sparsity_constrained`` (<= k non-zeros per
+            column).
+        f: source potential, shape ``[..., n]`` (entropic OT: ``P_ij = exp((f_i+g_j-C_ij)/eps)``;
+            ``-inf`` on zero-mass points).
         g: target potential, shape ``[..., m]``.
         cost: transport cost ``<C, P>``.
         objective: the regularised objective the method minimises (equal to ``cost`` for exact OT;
@@ -30,9 +32,9 @@ class OTResult:
         method: name of the method that produced the result.
         eps: the regularisation actually used, in cost units (``None`` for exact OT).
         eps_relative: the value given when ``eps`` was relative to the cost scale, else ``None``.
-        cost_scale: ``max |C|`` used to turn a relative eps into an absolute one (``None`` if absolute).
+        cost_scale: ``max |C|`` that turned a relative eps into an absolute one (else ``None``).
         tol: the marginal-error tolerance the solve was asked to meet.
-        info: method-specific statistics (e.g. Sinkhorn warm-up length and Hessian non-zeros for SNS).
+        info: method-specific statistics (e.g. warm-up length and Hessian non-zeros for SNS).
         flags: warnings raised during the solve (e.g. ``"eps_below_dtype_precision"``).
     """
 
