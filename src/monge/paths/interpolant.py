@@ -115,7 +115,7 @@ class TrigonometricInterpolant(Interpolant):
 
 
 class EncoderDecoderInterpolant(Interpolant):
-    """I = cos²(πt)·(1[t < ½]·x0 + 1[t > ½]·x1): x0 is encoded to pure noise at t = ½, decoded to x1.
+    """I = cos²(πt)·(1[t < ½]·x0 + 1[t > ½]·x1): encode x0 to pure noise at t = ½, decode to x1.
 
     With γ = sin²(πt) (``gamma="sin2"``) x_{1/2} = z exactly (the paper's encoder–decoder
     interpolant, Albergo et al. 2023, §3). a and b are C¹ (both vanish with their derivative
@@ -263,12 +263,14 @@ class StochasticInterpolant:
             ``gamma`` is an object.
 
     Example:
-        >>> si = StochasticInterpolant("linear", "sqrt")      # γ = √(2t(1−t))
+        >>> si = StochasticInterpolant("linear", "sqrt")  # γ = √(2t(1−t))
         >>> x0, x1, z = torch.randn(3, 8, 2).unbind(0)
         >>> t = torch.rand(8)
         >>> si.sample_xt(x0, x1, t, z).shape
         torch.Size([8, 2])
     """
+
+    name = "interpolant"
 
     def __init__(self, interpolant: str | Interpolant = "linear",
                  gamma: str | Gamma = "sqrt", gamma_scale: float | None = None):
@@ -280,8 +282,6 @@ class StochasticInterpolant:
             self.gamma_fn: Gamma = GAMMAS[gamma](gamma_scale)
         else:
             self.gamma_fn = _pick(gamma, GAMMAS, "gamma")
-
-    name = "interpolant"
 
     @property
     def is_deterministic(self) -> bool:
