@@ -496,25 +496,33 @@ class GaussianInterpolant:
         return GaussianMarginal(mean[0], cov[0])
 
     def _per_sample(self, x: Tensor, t: Tensor | float):
+        """x in float64 and the moments at t; one shared time (the solvers' case) is computed
+        once and broadcast, per-sample times give [B, D, D] matrices."""
         x64 = x.to(torch.float64)
-        t64 = _as_time(t).to("cpu")
-        if t64.ndim == 0:
-            t64 = t64.expand(x64.shape[0])
+        t64 = _as_time(t).to("cpu").reshape(-1)
+        if t64.numel() > 1 and bool((t64 == t64[0]).all()):
+            t64 = t64[:1]
         mean, d_mean, cov, cross = self._terms(t64)
         dev = x64.device
         return x64, mean.to(dev), d_mean.to(dev), cov.to(dev), cross.to(dev)
 
+    @staticmethod
+    def _solve(cov: Tensor, rhs: Tensor) -> Tensor:
+        """V⁻¹·rhs for rhs [B, D], with V [1, D, D] (shared) or [B, D, D]."""
+        if cov.shape[0] == 1:
+            return torch.linalg.solve(cov[0], rhs.T).T
+        return torch.linalg.solve(cov, rhs[..., None])[..., 0]
+
     def score(self, x: Tensor, t: Tensor | float) -> Tensor:
         """s(t, x) = −V_t⁻¹ (x − μ_t) for x [B, D] and t [B] (or a scalar)."""
         x64, mean, _, cov, _ = self._per_sample(x, t)
-        s = -torch.linalg.solve(cov, (x64 - mean)[..., None])[..., 0]
-        return s.to(x.dtype)
+        return (-self._solve(cov, x64 - mean)).to(x.dtype)
 
     def velocity(self, x: Tensor, t: Tensor | float) -> Tensor:
         """b(t, x) = μ̇_t + C_t V_t⁻¹ (x − μ_t) for x [B, D] and t [B] (or a scalar)."""
         x64, mean, d_mean, cov, cross = self._per_sample(x, t)
-        w = torch.linalg.solve(cov, (x64 - mean)[..., None])
-        return (d_mean + (cross @ w)[..., 0]).to(x.dtype)
+        w = self._solve(cov, x64 - mean)                                   # [B, D]
+        return (d_mean + (cross @ w[..., None])[..., 0]).to(x.dtype)
 
     def denoiser(self, x: Tensor, t: Tensor | float) -> Tensor:
         """η_z(t, x) = −γ(t)·s(t, x)."""
@@ -527,7 +535,7 @@ class GaussianInterpolant:
         """log ρ_t(x) for x [B, D] (differentiable in x)."""
         x64, mean, _, cov, _ = self._per_sample(x, t)
         diff = x64 - mean
-        maha = (diff[..., None, :] @ torch.linalg.solve(cov, diff[..., None]))[..., 0, 0]
+        maha = (diff * self._solve(cov, diff)).sum(-1)
         return -0.5 * (maha + torch.logdet(cov) + self.dim * math.log(2 * math.pi))
 
     def sample(self, n: int, which: Literal[0, 1], *, generator: torch.Generator | None = None,
