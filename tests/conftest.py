@@ -1,8 +1,19 @@
-"""Shared test settings: two threads, deterministic seeds."""
+"""Shared test settings: two threads, passive OpenMP waits, importable helper modules.
+
+Tests run with ``--import-mode=importlib`` (so test files in different folders may share a name);
+each test folder is put on ``sys.path`` so that private helper modules next to the tests
+(``_ot_problems.py`` and the like) can still be imported by name.
+"""
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+for folder in sorted(p for p in Path(__file__).parent.iterdir() if p.is_dir()):
+    if not folder.name.startswith((".", "__")) and str(folder) not in sys.path:
+        sys.path.append(str(folder))
 
 import torch  # noqa: E402
 
