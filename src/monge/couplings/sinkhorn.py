@@ -67,7 +67,11 @@ class SinkhornCoupling(Coupling):
         relative: eps is a fraction of ``median(C)`` (ignored when ``sigma`` is given).
         cost: ``"sqeuclidean"`` (default, SB-CFM) or ``"euclidean"``.
         max_iter: cap on Sinkhorn sweeps per batch.
-        tol: marginal-error tolerance (default: monge.ot's, 1e-8 in float64).
+        tol: tolerance on ``||P1 - a||_1 + ||P^T 1 - b||_1`` (total mass 1). The default 1e-5
+            is far below the sampling noise of B pairs (~1/sqrt(B)); small eps converges slowly
+            (rate ~ exp(-1/eps)), so tighter tolerances mostly cost time.
+        annealing: eps-scaling from the cost scale down to eps (default; converges far faster
+            at small eps).
 
     Example:
         >>> c = SinkhornCoupling(sigma=0.5)  # eps = 0.5 in squared-cost units
@@ -81,7 +85,7 @@ class SinkhornCoupling(Coupling):
 
     def __init__(self, eps: float | None = None, *, sigma: float | None = None,
                  relative: bool = True, cost: str = "sqeuclidean", max_iter: int = 5000,
-                 tol: float | None = None):
+                 tol: float = 1e-5, annealing: bool = True):
         if eps is not None and sigma is not None:
             raise ConfigError("eps, sigma: give one of them (sigma sets eps = 2 sigma^2)")
         if sigma is not None:
@@ -90,7 +94,8 @@ class SinkhornCoupling(Coupling):
         self.eps = check_positive(0.1 if eps is None else eps, "eps")
         self.sigma, self.relative = sigma, bool(relative)
         self.cost = check_cost_kind(cost)
-        self.max_iter, self.tol = int(max_iter), tol
+        self.max_iter, self.tol = int(max_iter), check_positive(tol, "tol")
+        self.annealing = bool(annealing)
         self.last: SinkhornDiagnostics | None = None
 
     def __repr__(self) -> str:
@@ -105,24 +110,29 @@ class SinkhornCoupling(Coupling):
         if self.relative:
             med = float(C.median())
             eps = eps * (med if med > 0 else 1.0)
-        return sinkhorn(None, None, C, eps=eps, tol=self.tol, max_iter=self.max_iter)
+        return sinkhorn(None, None, C, eps=eps, tol=self.tol, max_iter=self.max_iter,
+                        annealing=self.annealing)
 
-    def pair(self, x0, x1, *, y1, generator) -> Pairing:
-        n = x0.shape[0]
-        res = self.plan(x0, x1)
-        P = res.plan
-        col_mass = P.sum(0)
-        bad = ~torch.isfinite(P).all(0) | ~(col_mass > 0)
+    def sample_sources(self, P: Tensor, generator: torch.Generator | None) -> tuple[Tensor, bool]:
+        """For each column j of the plan draw a source index ``i ~ P[:, j] / Σ_i P_ij``.
+
+        Returns the indices ``[m]`` and whether a fallback fired: an unusable column
+        (non-finite, or without mass) warns and is replaced by the uniform distribution.
+        """
+        bad = ~torch.isfinite(P).all(0) | ~(torch.nan_to_num(P).sum(0) > 0)
         fallback = bool(bad.any())
         if fallback:
-            warnings.warn(f"sinkhorn coupling: {int(bad.sum())} of {n} plan columns are unusable "
-                          f"(eps={res.eps:.3g}); those targets are paired uniformly at random",
+            warnings.warn(f"sinkhorn coupling: {int(bad.sum())} of {P.shape[1]} plan columns are "
+                          "unusable; those targets are paired uniformly at random",
                           ConvergenceWarning, stacklevel=3)
             P = torch.where(bad.unsqueeze(0), torch.ones_like(P), torch.nan_to_num(P))
-        # column j -> distribution of the source index paired with target j
         probs = (P / P.sum(0, keepdim=True)).T.to(torch.float64)
-        idx = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(x0.device)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1), fallback
+
+    def pair(self, x0, x1, *, y1, generator) -> Pairing:
+        res = self.plan(x0, x1)
+        idx, fallback = self.sample_sources(res.plan, generator)
         self.last = SinkhornDiagnostics(
             eps=float(res.eps), converged=res.converged, marginal_error=float(res.marginal_error),
             iterations=res.iterations, plan_cost=float(res.cost), fallback=fallback)
-        return Pairing(x0[idx], x1, y1)
+        return Pairing(x0[idx.to(x0.device)], x1, y1)
