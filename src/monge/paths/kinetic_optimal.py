@@ -265,7 +265,10 @@ class KineticOptimalPath(AffinePath):
                          torch.cumsum(0.5 * (h[1:] + h[:-1]) * theta.diff(), 0)])
         self.theta_grid, self.h_grid, self.phi_grid = theta, h, phi
         self.Phi = float(phi[-1])
-        t = torch.linspace(0.0, 1.0, n_time, dtype=torch.float64)
+        # nodes clustered at both ends (t = u²(3 − 2u)): where h → 0 (e.g. near the data end for
+        # data with a density) θ(t) has a square-root singularity, which is smooth in u
+        u = torch.linspace(0.0, 1.0, n_time, dtype=torch.float64)
+        t = u * u * (3.0 - 2.0 * u)
         X = 1.0 - t + t * math.cos(self.Phi)
         Y = t * math.sin(self.Phi)
         rho = torch.sqrt(X * X + Y * Y)
