@@ -181,6 +181,7 @@ def finish(p_full: Problem, P: torch.Tensor, f: torch.Tensor, g: torch.Tensor, e
     objective = cost + eps * torch.xlogy(P, P).sum((-2, -1))
     err = marginal_error(P, p_full.a, p_full.b)
     converged = bool(err.max() <= tol) and bool(torch.isfinite(err).all())
+    history = [*history, float(err.max())]
     if not converged:
         warnings.warn(f"{method}: marginal error {float(err.max()):.3g} > tol {tol:.3g} after "
                       f"{iterations} iterations; result flagged converged=False",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Literal
 
 from monge.errors import InputError
@@ -49,6 +50,13 @@ def solve(a, b, C, method: Method = "sinkhorn", *, eps: float = 0.05,
     extra = dict(options)
     if max_iter is not None:
         extra["max_iter"] = max_iter
+    fn = _FUNCTIONS.get(method)
+    if fn is None:
+        raise InputError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+    known = set(inspect.signature(fn).parameters)
+    unknown = sorted(set(extra) - known)
+    if unknown:
+        raise InputError(f"options: {', '.join(unknown)} not understood by method {method!r}")
     if method == "exact":
         return exact(a, b, C, **extra)
     if method == "sinkhorn":
@@ -61,7 +69,10 @@ def solve(a, b, C, method: Method = "sinkhorn", *, eps: float = 0.05,
         if eps_scale != "absolute":
             raise InputError("eps_scale: method='sparse' takes an absolute gamma (eps)")
         return sparsity_constrained(a, b, C, gamma=eps, tol=tol, **extra)
-    raise InputError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+    raise AssertionError("unreachable")  # pragma: no cover
 
+
+_FUNCTIONS = {"exact": exact, "sinkhorn": sinkhorn, "sns": sinkhorn_newton_sparse,
+              "sparse": sparsity_constrained}
 
 __all__ = ["solve", "METHODS"]

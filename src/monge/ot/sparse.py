@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 import torch
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from monge.errors import ConvergenceWarning, InputError
 from monge.ot._problem import (
@@ -87,7 +88,8 @@ def _to_sparse(T: torch.Tensor, k: int) -> torch.Tensor:
 
 def sparsity_constrained(a, b, C, gamma: float = 1.0, k: int = 1, *,
                          formulation: Formulation = "semi_dual", tol: float | None = None,
-                         max_iter: int = 500, history_size: int = 10) -> OTResult:
+                         max_iter: int = 500, history_size: int = 10,
+                         restarts: int = 3) -> OTResult:
     """Sparsity-constrained OT (Liu, Puigcerver & Blondel, ICLR 2023, arXiv:2209.15466).
 
     Solves the convex relaxation of ``min <T,C> + sum_j (gamma/2)|t_j|^2`` over couplings whose
@@ -109,6 +111,7 @@ def sparsity_constrained(a, b, C, gamma: float = 1.0, k: int = 1, *,
         formulation: ``"semi_dual"`` (default) or ``"dual"``.
         tol: L-BFGS-B gradient tolerance (default 1e-9 in float64, ~1e-5 in float32).
         max_iter: L-BFGS iteration cap; ``history_size``: L-BFGS memory.
+        restarts: L-BFGS restarts from the last iterate after a stalled line search.
 
     Returns:
         :class:`OTResult` with a sparse COO plan, ``f = alpha``, ``g = beta``, ``cost = <C,T>``,
@@ -150,9 +153,20 @@ def sparsity_constrained(a, b, C, gamma: float = 1.0, k: int = 1, *,
             return -float(val), -grad.detach().cpu().double().numpy()
 
         x0 = np.zeros(n + m if formulation == "dual" else n)
-        res = minimize(fun, x0, jac=True, method="L-BFGS-B", tol=tol,
-                       options={"maxiter": max_iter, "maxcor": history_size})
-        iterations += int(res.nit)
+        used = 0
+        for _ in range(restarts + 1):
+            # the objectives have kinks at top-k ties, where L-BFGS's line search can stall;
+            # restarting from the last iterate (fresh curvature memory) usually gets past them
+            # one BLAS thread: L-BFGS's small vector updates otherwise fight torch's thread pool
+            # for the cores (15x slower on 2 cores)
+            with threadpool_limits(1, user_api="blas"):
+                res = minimize(fun, x0, jac=True, method="L-BFGS-B", tol=tol,
+                               options={"maxiter": max_iter - used, "maxcor": history_size})
+            used += int(res.nit)
+            if res.success or used >= max_iter or np.array_equal(res.x, x0):
+                break
+            x0 = res.x
+        iterations += used
         converged &= bool(res.success)
         z = torch.as_tensor(res.x, dtype=dt, device=dev)
         if formulation == "dual":

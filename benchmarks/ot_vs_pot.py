@@ -1,0 +1,130 @@
+"""monge.ot Sinkhorn and Sinkhorn–Newton–Sparse against POT's sinkhorn / sinkhorn_log.
+
+Problem (issue 3): x ~ U([0,1]^2), y ~ N((1,1), 0.2^2 I), n points each, uniform weights,
+squared Euclidean cost divided by its max, float64. Every solver runs to L1 marginal error
+<= tol (default 1e-8) with at most --max-iter iterations and --time-cap seconds. POT cannot
+be stopped on a clock, so its iteration cap is set from a 20-iteration calibration run;
+POT's own stopping test (L2 column error every 10 iterations) uses stopThr = tol, and the L1
+error of every returned plan is measured here. Ratios are against POT's faster solver measured
+in the same run (the faster of those that reached tol, else the faster of both).
+
+Run: python benchmarks/ot_vs_pot.py [--quick] [--sizes 500,1000] [--eps 0.01,0.0005]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import ot  # noqa: E402
+import torch  # noqa: E402
+from _results import append_results, markdown_table  # noqa: E402
+
+from monge.ot import sinkhorn, sinkhorn_newton_sparse, sq_euclidean_cost  # noqa: E402
+
+
+def problem(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 2))
+    y = rng.normal(1.0, 0.2, (n, 2))
+    C = sq_euclidean_cost(torch.as_tensor(x), torch.as_tensor(y)).numpy()
+    return C / C.max()
+
+
+def l1_error(P: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum())
+
+
+def run_pot(fn, a, b, C, eps, tol, max_iter, cap):
+    """POT solver with an iteration cap derived from the time cap."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = time.perf_counter()
+        fn(a, b, C, eps, numItermax=20, stopThr=0.0)
+        per_it = (time.perf_counter() - t) / 20
+        cap_iter = int(min(max_iter, max(20, cap / per_it)))
+        t = time.perf_counter()
+        P, log = fn(a, b, C, eps, numItermax=cap_iter, stopThr=tol, log=True)
+        sec = time.perf_counter() - t
+    its = int(log.get("niter", cap_iter))
+    err = l1_error(P, a, b) if np.isfinite(P).all() else float("nan")
+    return its, sec, err
+
+
+def run_monge(fn, C, eps, tol, max_iter, cap, **kw):
+    Ct = torch.as_tensor(C)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fn(None, None, Ct[:50, :50].contiguous(), eps, tol=tol, max_iter=5)   # warm-up
+        t = time.perf_counter()
+        r = fn(None, None, Ct, eps, tol=tol, max_iter=max_iter, max_time=cap, **kw)
+        sec = time.perf_counter() - t
+    return r.iterations, sec, float(r.marginal_error), r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="500,1000,2000")
+    ap.add_argument("--eps", default="0.05,0.01,0.002,0.0005")
+    ap.add_argument("--tol", type=float, default=1e-8)
+    ap.add_argument("--max-iter", type=int, default=100_000)
+    ap.add_argument("--time-cap", type=float, default=60.0, help="seconds per solver")
+    ap.add_argument("--quick", action="store_true", help="n=500, eps 0.01 and 5e-4, 20 s cap")
+    ap.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
+    args = ap.parse_args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    sizes = [500] if args.quick else [int(s) for s in args.sizes.split(",")]
+    epss = [0.01, 0.0005] if args.quick else [float(e) for e in args.eps.split(",")]
+    cap = 20.0 if args.quick else args.time_cap
+
+    rows = []
+    for n in sizes:
+        C = problem(n)
+        a = b = np.full(n, 1.0 / n)
+        for eps in epss:
+            res = {}
+            res["POT sinkhorn"] = run_pot(ot.bregman.sinkhorn_knopp, a, b, C, eps, args.tol,
+                                          args.max_iter, cap)
+            res["POT sinkhorn_log"] = run_pot(ot.bregman.sinkhorn_log, a, b, C, eps, args.tol,
+                                              args.max_iter, cap)
+            res["monge sinkhorn"] = run_monge(sinkhorn, C, eps, args.tol, args.max_iter, cap)[:3]
+            its, sec, err, r = run_monge(sinkhorn_newton_sparse, C, eps, args.tol, 500, cap)
+            res["monge sns"] = (its, sec, err)
+            sns_detail = f"{r.info['warmup_iterations']}+{r.info['newton_iterations']}"
+            pot = {k: v for k, v in res.items() if k.startswith("POT")}
+            ok = {k: v for k, v in pot.items() if v[2] <= args.tol}
+            best_name, best = min((ok or pot).items(), key=lambda kv: kv[1][1])
+            log_per_it = res["POT sinkhorn_log"][1] / max(res["POT sinkhorn_log"][0], 1)
+            for name, (its, sec, err) in res.items():
+                per_it = sec / max(its, 1)
+                rows.append([
+                    n, eps, name, f"{its}" + (f" ({sns_detail})" if name == "monge sns" else ""),
+                    round(sec, 3), f"{err:.1e}", "yes" if err <= args.tol else "NO",
+                    f"{best[1] / sec:.2f}x" if name.startswith("monge") else "",
+                    f"{best[0] / max(its, 1):.1f}x" if name == "monge sns" else "",
+                    f"{log_per_it / per_it:.1f}x" if name == "monge sinkhorn" else "",
+                    best_name if name == "monge sns" else ""])
+                print(rows[-1], flush=True)
+    header = ["n", "eps", "solver", "iterations", "seconds", "L1 marginal error",
+              f"<= {args.tol:g}", "speed-up vs POT best", "iteration ratio vs POT best",
+              "per-iteration speed-up vs POT sinkhorn_log", "POT best"]
+    body = (f"Uniform square vs N((1,1), 0.2^2 I), squared Euclidean cost / max, float64, "
+            f"tol {args.tol:g} (L1, both marginals), at most {args.max_iter} iterations and "
+            f"{cap:g} s per solver. Speed-ups are POT-best seconds / monge seconds (>1: monge "
+            f"faster); SNS iterations are warm-up sweeps + Newton steps.\n\n"
+            + markdown_table(header, rows))
+    if not args.no_write:
+        append_results("OT: monge sinkhorn / SNS vs POT sinkhorn / sinkhorn_log", body)
+    else:
+        print(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Sinkhorn–Newton–Sparse against POT's sinkhorn_log and against our Sinkhorn."""
+
+import numpy as np
+import ot
+import pytest
+import torch
+from _ot_problems import random_problem
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from monge.ot import sinkhorn, sinkhorn_newton_sparse, sq_euclidean_cost
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 300), st.integers(1, 300),
+       st.sampled_from([0.1, 0.02]), st.sampled_from(["row_mass", "row_topk", "global"]))
+@example(seed=1, n=300, m=277, eps=0.02, sparsify="row_mass")
+def test_sns_float64_matches_pot(seed, n, m, eps, sparsify):
+    a, b, C = random_problem(seed, n, m)
+    r = sinkhorn_newton_sparse(a, b, C, eps, tol=1e-9, sparsify=sparsify, k=5)
+    assert r.converged and float(r.marginal_error) <= 1e-9
+    P = ot.bregman.sinkhorn_log(a, b, C, eps, numItermax=200_000, stopThr=1e-14, warn=False)
+    ref = float((P * C).sum())
+    assert abs(float(r.cost) - ref) <= 1e-6 * abs(ref) + 1e-12
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 150), st.integers(2, 150))
+def test_sns_float32_meets_its_tolerance(seed, n, m):
+    a, b, C = random_problem(seed, n, m)
+    r = sinkhorn_newton_sparse(torch.tensor(a, dtype=torch.float32), b,
+                               torch.tensor(C, dtype=torch.float32), 0.05, tol=1e-5)
+    assert r.plan.dtype == torch.float32 and r.converged
+    assert float(r.marginal_error) <= 1e-5
+
+
+def test_sns_small_eps_point_clouds_few_newton_steps():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 2, generator=g, dtype=torch.float64)
+    y = 1.0 + 0.2 * torch.randn(300, 2, generator=g, dtype=torch.float64)
+    C = sq_euclidean_cost(x, y)
+    C = C / C.max()
+    r = sinkhorn_newton_sparse(None, None, C, 5e-4, tol=1e-8)
+    assert r.converged and float(r.marginal_error) <= 1e-8
+    assert torch.isfinite(r.f).all() and torch.isfinite(r.g).all()
+    assert r.info["newton_iterations"] <= 40
+    # the same fixed point as (much slower) plain Sinkhorn from SNS's potentials
+    s = sinkhorn(None, None, C, 5e-4, init=r, tol=1e-10)
+    assert abs(float(s.cost) - float(r.cost)) <= 1e-6 * float(r.cost)
+    # every Newton system kept fewer entries than the dense plan has
+    assert max(r.info["nnz"]) < 300 * 300
+
+
+def test_sns_batched_and_zero_mass():
+    probs = [random_problem(s, 25, 15) for s in range(2)]
+    C = torch.tensor(np.stack([p[2] for p in probs]))
+    r = sinkhorn_newton_sparse(None, None, C, 0.02)
+    for i in range(2):
+        ref = sinkhorn(None, None, C[i], 0.02)
+        assert abs(float(r.cost[i]) - float(ref.cost)) <= 1e-8
+    a, b, C1 = probs[0]
+    a = a.copy()
+    a[0] = 0.0
+    a /= a.sum()
+    r0 = sinkhorn_newton_sparse(a, b, C1, 0.02)
+    assert r0.converged and float(r0.plan[0].sum()) == 0.0
+
+
+def test_sns_rejects_bad_options():
+    from monge.errors import InputError
+    a, b, C = random_problem(1, 5, 5)
+    with pytest.raises(InputError, match="sparsify"):
+        sinkhorn_newton_sparse(a, b, C, 0.1, sparsify="dense")
+    with pytest.raises(InputError, match="k:"):
+        sinkhorn_newton_sparse(a, b, C, 0.1, k=0)
