@@ -28,7 +28,7 @@ def _curve():
 @pytest.fixture(scope="module")
 def ko_path():
     est = _curve()
-    return KineticOptimalPath(est.snr, est.smoothed), est
+    return KineticOptimalPath(est.snr, est.smoothed, h_floor=1e-4), est
 
 
 def test_separation_one_gives_condot():
@@ -76,6 +76,10 @@ def test_kinetic_energy_is_chord_length_and_below_condot(ko_path):
     # with λ ≡ 1 the formula reduces to ∫ α̇² + σ̇²: 2 for CondOT, π²/4 for the cosine path
     assert path_kinetic_energy(LinearPath()) == pytest.approx(2.0, rel=1e-9)
     assert path_kinetic_energy(VPPath("cosine")) == pytest.approx(math.pi**2 / 4, rel=1e-6)
+    # the floored (regularised) path costs a little more than the geodesic, much less than CondOT
+    reg = KineticOptimalPath(est.snr, est.smoothed, h_floor=0.1)
+    ke_reg = path_kinetic_energy(reg, est.snr, est.smoothed)
+    assert ke_ko <= ke_reg <= reg.kinetic_energy_per_dim + 1e-3 and ke_reg < ke_lin - 0.05
 
 
 def test_data_separation_matches_two_point_closed_form():
