@@ -19,7 +19,17 @@ from monge.train import load_checkpoint
 runner = CliRunner()
 
 
-def _write_config(path: Path, out: Path, steps: int = 150, extra: str = "") -> Path:
+FULL_EVAL = """eval:
+  n_samples: 300
+  solvers: [{solver: euler, nfe: [1, 8]}, {solver: heun, nfe: [8]}, {solver: dopri5,
+            rtol: 0.001, atol: 0.001}]
+  trajectories: 16
+  straightness_steps: 20"""
+LIGHT_EVAL = """eval: {n_samples: 64, solvers: [{solver: euler, nfe: [4]}], trajectories: 0,
+       straightness_steps: 4}"""
+
+
+def _write_config(path: Path, out: Path, steps: int = 150, evaluation: str = FULL_EVAL) -> Path:
     path.write_text(f"""
 source: 8gaussians
 target: moons
@@ -28,13 +38,7 @@ data: {{n_train: 4000, n_test: 800}}
 model: {{hidden: 64, depth: 2, time_dim: 16}}
 train: {{steps: {steps}, batch_size: 128, lr: 0.003, checkpoint_every: 50, log_every: 10,
         warmup_steps: 10}}
-eval:
-  n_samples: 300
-  solvers: [{{solver: euler, nfe: [1, 8]}}, {{solver: heun, nfe: [8]}}, {{solver: dopri5,
-            rtol: 0.001, atol: 0.001}}]
-  trajectories: 16
-  straightness_steps: 20
-{extra}
+{evaluation}
 """)
     return path
 
@@ -126,8 +130,8 @@ def test_user_file_sorted_by_class(tmp_path):
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     """Kill a run with SIGKILL after its first checkpoint; --resume ends bit-identical."""
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MONGE_THREADS": "1"}
-    cfg_a = _write_config(tmp_path / "a.yaml", tmp_path / "a", steps=400)
-    cfg_b = _write_config(tmp_path / "b.yaml", tmp_path / "b", steps=400)
+    cfg_a = _write_config(tmp_path / "a.yaml", tmp_path / "a", steps=300, evaluation=LIGHT_EVAL)
+    cfg_b = _write_config(tmp_path / "b.yaml", tmp_path / "b", steps=300, evaluation=LIGHT_EVAL)
     cmd = [sys.executable, "-m", "monge", "run", "--quiet"]
     subprocess.run([*cmd, str(cfg_a)], check=True, env=env, capture_output=True)
     proc = subprocess.Popen([*cmd, str(cfg_b)], env=env, stdout=subprocess.DEVNULL,
@@ -140,11 +144,11 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     proc.wait()
     assert ckpt.exists()
     step_at_kill = load_checkpoint(ckpt)[1]["step"]
-    assert step_at_kill < 400
+    assert step_at_kill < 300
     subprocess.run([*cmd, str(cfg_b), "--resume"], check=True, env=env, capture_output=True)
     ta, sa = load_checkpoint(tmp_path / "a" / "checkpoint.safetensors")
     tb, sb = load_checkpoint(ckpt)
-    assert sb["step"] == 400
+    assert sb["step"] == 300
     for k in ta:
         if k.startswith(("model.", "ema.")):
             assert torch.equal(ta[k], tb[k]), k

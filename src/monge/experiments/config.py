@@ -97,7 +97,10 @@ class RunConfig(_Strict):
     target: str = "moons"
     seed: int = 0
     out: str = "runs/default"
-    coupling: Literal["independent", "ot"] = "independent"
+    coupling: Literal["independent", "ot", "sinkhorn", "label-ot", "wcfm", "immiscible-la",
+                      "immiscible-knn"] = "independent"
+    coupling_options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword options of the coupling, e.g. {eps: 0.5}")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     path: PathConfig = Field(default_factory=PathConfig)

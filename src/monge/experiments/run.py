@@ -22,7 +22,7 @@ from torch import Tensor, nn
 import monge
 from monge.couplings import make_coupling
 from monge.data import Dataset, load_dataset
-from monge.errors import ConfigError, DataError
+from monge.errors import ConfigError, DataError, InputError
 from monge.experiments import plots
 from monge.experiments.config import RunConfig, SolverSpec, parse_config
 from monge.metrics import (
@@ -66,6 +66,13 @@ def _model_kwargs(cfg: RunConfig, shape: tuple[int, ...]) -> tuple[str, dict[str
                   "channel_mults": tuple(cfg.model.channel_mults)}
 
 
+def _coupling(cfg: RunConfig):
+    try:
+        return make_coupling(cfg.coupling, **cfg.coupling_options)
+    except InputError as exc:
+        raise ConfigError(f"coupling_options: {exc}") from None
+
+
 def build_components(cfg: RunConfig, device: str | torch.device = "cpu") -> Components:
     """Load the data sets and build model, path, coupling and loss from ``cfg``."""
     target = load_dataset(cfg.target, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
@@ -87,24 +94,25 @@ def build_components(cfg: RunConfig, device: str | torch.device = "cpu") -> Comp
     path = make_path(cfg.path.name, **cfg.path.kwargs())
     loss = FlowMatchingLoss(path, target=cfg.train.prediction, weighting=cfg.train.weighting,
                             time_sampler=make_time_sampler(cfg.train.time_sampler),
-                            coupling=make_coupling(cfg.coupling),
+                            coupling=_coupling(cfg),
                             cond_dropout=cfg.train.cond_dropout, num_classes=num_classes)
     return Components(source, target, path, model, loss, num_classes)
 
 
 def _batch_sampler(comp: Components, device: torch.device | str):
     source, target = comp.source, comp.target
-    conditional = comp.num_classes is not None
-    # Keep data on the training device once, so each step only indexes.
+    labels = target.train_labels
+    # Keep data on the training device once, so each step only indexes. Labels travel with the
+    # batch whenever the target has them: the loss gives them to a conditional model, and
+    # label-aware couplings use them either way.
     src = Dataset(source.name, source.train.to(device), source.test, None, None, None)
     tgt = Dataset(target.name, target.train.to(device), target.test,
-                  target.train_labels.to(device) if conditional else None, None,
-                  target.num_classes)
+                  None if labels is None else labels.to(device), None, target.num_classes)
 
     def sample_batch(n: int, g: torch.Generator):
         x1, y1 = tgt.sample(n, g)
         x0, _ = src.sample(n, g)
-        return x0, x1, (y1 if conditional else None)
+        return x0, x1, y1
     return sample_batch
 
 

@@ -65,7 +65,9 @@ class FlowMatchingLoss(nn.Module):
         coupling: how x0 and x1 are paired (default independent).
         cond_dropout: probability of replacing the class label by the null class
             (``num_classes``) for classifier-free guidance; 0 disables it.
-        num_classes: number of classes (needed when ``cond_dropout`` > 0).
+        num_classes: number of classes of a class-conditional model. Labels are passed to the
+            model (as ``y``) only when it is set; otherwise they only reach the coupling
+            (e.g. label-aware OT for an unconditional model).
     """
 
     def __init__(self, path: AffinePath, target: Prediction = "velocity",
@@ -97,7 +99,7 @@ class FlowMatchingLoss(nn.Module):
         t = self.time_sampler.sample(n, generator=generator, dtype=x1.dtype, device=x1.device)
         xt = self.path.sample_xt(x0, x1, t)
         cond = {}
-        if y1 is not None:
+        if y1 is not None and self.num_classes is not None:
             if self.cond_dropout > 0:
                 drop = torch.rand(n, generator=generator, device=y1.device) < self.cond_dropout
                 y1 = torch.where(drop, torch.full_like(y1, self.num_classes), y1)
