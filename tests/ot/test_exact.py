@@ -3,12 +3,11 @@
 import numpy as np
 import ot
 import torch
+from _ot_problems import random_problem
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from monge.ot import assignment, exact, sq_euclidean_cost
-
-from _ot_problems import random_problem
 
 
 @settings(max_examples=25, deadline=None)

@@ -6,13 +6,12 @@ import numpy as np
 import ot
 import pytest
 import torch
+from _ot_problems import random_problem
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from monge.errors import ConvergenceWarning
 from monge.ot import sinkhorn, solve
-
-from _ot_problems import random_problem
 
 
 def pot_cost(a, b, C, eps):
