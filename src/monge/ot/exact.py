@@ -15,12 +15,20 @@ from monge.ot._problem import marginal_error, prepare
 from monge.ot._result import OTResult
 
 
+_SIMPLEX_MIN_SIZE = 100  # below this, scipy's assignment solver was faster (benchmarks/)
+
+
 def assignment(C) -> torch.Tensor:
     """Optimal permutation for a square cost: row ``i`` is matched to column ``perm[i]``.
 
-    Method: Jonker–Volgenant shortest augmenting paths (``scipy.optimize.linear_sum_assignment``),
-    O(n^3) worst case, on a CPU float64 copy of ``C``. For equal-size uniform marginals this is an
-    optimal vertex of the OT polytope (Birkhoff–von Neumann), i.e. the same optimum as ``ot.emd``.
+    Method: for equal-size uniform marginals the OT polytope is the Birkhoff polytope, whose
+    vertices are permutations, so the network simplex (POT's ``ot.emd``, which returns a vertex)
+    solves the assignment problem; the permutation is read off the plan. Measured here
+    (``benchmarks/assignment.py``) it is 1.4–4.5× faster than Jonker–Volgenant
+    (``scipy.optimize.linear_sum_assignment``) for n = 128–1024 in 2-D and about as fast in 64-D,
+    but slower below n ≈ 100, where scipy is used. If the plan read back is not a permutation (a
+    degenerate vertex, never seen so far) scipy's solver is used as well. Cost: O(n³) worst case,
+    on a CPU float64 copy of ``C``.
 
     Args:
         C: square cost matrix ``[n, n]`` (tensor or array).
@@ -36,10 +44,22 @@ def assignment(C) -> torch.Tensor:
     if C.ndim != 2 or C.shape[0] != C.shape[1]:
         raise InputError(f"C: expected a square cost matrix [n, n], got shape {tuple(C.shape)}")
     check_finite(C, "C")
-    rows, cols = linear_sum_assignment(C.detach().cpu().double().numpy())
-    perm = np.empty(C.shape[0], dtype=np.int64)
-    perm[rows] = cols
-    return torch.as_tensor(perm, device=C.device)
+    n = C.shape[0]
+    Cn = np.ascontiguousarray(C.detach().cpu().double().numpy())
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long, device=C.device)
+    is_permutation = False
+    if n >= _SIMPLEX_MIN_SIZE:
+        uniform = np.full(n, 1.0 / n)
+        plan = ot.emd(uniform, uniform, Cn, numItermax=10_000_000)
+        perm = plan.argmax(axis=1)
+        is_permutation = (np.count_nonzero(plan > 0.5 / n, axis=1) == 1).all() and (
+            np.bincount(perm, minlength=n) == 1).all()
+    if not is_permutation:
+        rows, cols = linear_sum_assignment(Cn)
+        perm = np.empty(n, dtype=np.int64)
+        perm[rows] = cols
+    return torch.as_tensor(perm.astype(np.int64), device=C.device)
 
 
 def _assignment_duals(Cn: np.ndarray, perm: np.ndarray, max_sweeps: int = 200):
