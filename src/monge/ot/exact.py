@@ -14,7 +14,6 @@ from monge.errors import ConvergenceWarning, InputError
 from monge.ot._problem import marginal_error, prepare
 from monge.ot._result import OTResult
 
-
 _SIMPLEX_MIN_SIZE = 100  # below this, scipy's assignment solver was faster (benchmarks/)
 
 
