@@ -35,9 +35,14 @@ class ModelConfig(_Strict):
 
 
 class PathConfig(_Strict):
-    name: Literal["linear", "vp", "vp-cosine", "ve", "edm"] = "linear"
+    name: Literal["linear", "vp", "vp-cosine", "ve", "edm", "interpolant"] = "linear"
     sigma_min: float | None = Field(None, gt=0)
     sigma_max: float | None = Field(None, gt=0)
+    interpolant: Literal["linear", "trigonometric", "encoder-decoder"] = Field(
+        "linear", description="I(t, x0, x1) of a stochastic interpolant (path: interpolant)")
+    gamma: Literal["sqrt", "quadratic", "sin2", "zero"] = Field(
+        "sqrt", description="latent scale γ(t) of a stochastic interpolant")
+    gamma_scale: float | None = Field(None, gt=0)
 
     def kwargs(self) -> dict[str, float]:
         return {k: v for k, v in (("sigma_min", self.sigma_min), ("sigma_max", self.sigma_max))
@@ -109,9 +114,12 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        if self.path.name != "linear" and self.source != "gaussian":
+        if self.path.name not in ("linear", "interpolant") and self.source != "gaussian":
             raise ValueError(f"path {self.path.name!r} assumes a Gaussian source; use "
                              "source: gaussian or path: linear")
+        if self.path.name == "interpolant" and self.train.prediction != "velocity":
+            raise ValueError("path 'interpolant' trains the velocity b: use train.prediction: "
+                             "velocity")
         if self.train.cond_dropout > 0 and not self.model.conditional:
             raise ValueError("train.cond_dropout needs model.conditional: true")
         return self

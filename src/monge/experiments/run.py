@@ -37,9 +37,11 @@ from monge.metrics import (
 from monge.models import build_model, count_parameters
 from monge.paths import AffinePath, make_path
 from monge.paths.field import VelocityField
+from monge.paths.interpolant import StochasticInterpolant, make_interpolant
 from monge.solvers import PIController, SolveResult, integrate, make_solver
 from monge.train import CHECKPOINT_NAME, LOG_NAME, FlowMatchingLoss, Trainer, TrainerConfig
 from monge.train import load_checkpoint as _load_ckpt
+from monge.train.interpolant_loss import InterpolantLoss
 from monge.train.time_samplers import make_time_sampler
 
 
@@ -49,9 +51,9 @@ class Components:
 
     source: Dataset
     target: Dataset
-    path: AffinePath
+    path: AffinePath | StochasticInterpolant
     model: nn.Module
-    loss: FlowMatchingLoss
+    loss: nn.Module
     num_classes: int | None
 
 
@@ -91,12 +93,32 @@ def build_components(cfg: RunConfig, device: str | torch.device = "cpu") -> Comp
     torch.manual_seed(cfg.seed)
     kind, kwargs = _model_kwargs(cfg, target.shape)
     model = build_model(kind, target.shape, num_classes=num_classes, **kwargs).to(device)
-    path = make_path(cfg.path.name, **cfg.path.kwargs())
-    loss = FlowMatchingLoss(path, target=cfg.train.prediction, weighting=cfg.train.weighting,
-                            time_sampler=make_time_sampler(cfg.train.time_sampler),
-                            coupling=_coupling(cfg),
-                            cond_dropout=cfg.train.cond_dropout, num_classes=num_classes)
+    path = build_path(cfg)
+    if isinstance(path, StochasticInterpolant):
+        loss = InterpolantLoss(path, target="velocity", coupling=_coupling(cfg),
+                               cond_dropout=cfg.train.cond_dropout, num_classes=num_classes)
+    else:
+        loss = FlowMatchingLoss(path, target=cfg.train.prediction, weighting=cfg.train.weighting,
+                                time_sampler=make_time_sampler(cfg.train.time_sampler),
+                                coupling=_coupling(cfg), cond_dropout=cfg.train.cond_dropout,
+                                num_classes=num_classes)
     return Components(source, target, path, model, loss, num_classes)
+
+
+def build_path(cfg: RunConfig) -> AffinePath | StochasticInterpolant:
+    """The path named in the config (an affine path or a stochastic interpolant)."""
+    if cfg.path.name == "interpolant":
+        return make_interpolant(cfg.path.interpolant, gamma=cfg.path.gamma,
+                                gamma_scale=cfg.path.gamma_scale)
+    return make_path(cfg.path.name, **cfg.path.kwargs())
+
+
+def velocity_field(model: nn.Module, path: AffinePath | StochasticInterpolant,
+                   prediction: str) -> nn.Module:
+    """The velocity the solvers integrate: an interpolant's network is its velocity b."""
+    if isinstance(path, StochasticInterpolant):
+        return model
+    return VelocityField(model, path, prediction)
 
 
 def _batch_sampler(comp: Components, device: torch.device | str):
@@ -141,9 +163,11 @@ def solve(field: nn.Module, x_init: Tensor, solver: str, *, nfe: int | None = No
                      return_trajectory=return_trajectory)
 
 
-def _initial_state(path: AffinePath, x0: Tensor) -> Tensor:
-    """x_{t=0} = σ(0)·x0: the source itself on the linear path, σ_max·ε on VE/EDM paths."""
-    return path.source_scale * x0 if path.source_scale != 1.0 else x0
+def _initial_state(path: AffinePath | StochasticInterpolant, x0: Tensor) -> Tensor:
+    """x_{t=0} = σ(0)·x0: the source itself on the linear path and on stochastic interpolants,
+    σ_max·ε on VE/EDM paths."""
+    scale = getattr(path, "source_scale", 1.0)
+    return scale * x0 if scale != 1.0 else x0
 
 
 def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[SolverSpec], *,
@@ -191,8 +215,8 @@ class Trained:
 
     cfg: RunConfig
     model: nn.Module
-    field: VelocityField
-    path: AffinePath
+    field: nn.Module
+    path: AffinePath | StochasticInterpolant
     shape: tuple[int, ...]
     num_classes: int | None
 
@@ -232,8 +256,8 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
     model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
                            if k.startswith(prefix)})
     model.to(device).eval()
-    path = make_path(cfg.path.name, **cfg.path.kwargs())
-    field = VelocityField(model, path, cfg.train.prediction)
+    path = build_path(cfg)
+    field = velocity_field(model, path, cfg.train.prediction)
     return Trained(cfg, model, field, path, shape, state.get("num_classes"))
 
 
@@ -285,7 +309,7 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
     if comp.num_classes is not None:
         cond = {"y": tgt.test_labels[:m].to(device)}
     model = trainer.sampling_model.eval()
-    field = VelocityField(model, comp.path, tc.prediction)
+    field = velocity_field(model, comp.path, tc.prediction)
     x_init = _initial_state(comp.path, x0.to(device))
     frechet = cfg.eval.frechet if cfg.eval.frechet is not None else tgt.shape == (1, 8, 8)
     if progress:
