@@ -12,8 +12,9 @@ MLP 3x256 (3x512 with ``--full``), batch 256, the monge Trainer (AdamW 1e-3, war
 0.995). Every ``--eval-every`` steps: 1000 samples by 20 Euler steps from fixed noise, classifier
 Fréchet distance (``monge.metrics.classifier_frechet_distance``) against the held-out digits.
 Speed-up = (steps plain FM needs to reach its own final FD) / (steps the arm needs to reach that
-FD). Noise-marginal bias: ``noise_marginal_bias`` of the noise each coupling pairs with 20 batches
-of 256 training digits (||ε||²/d vs 1 and its z-score against χ²_64, the worst KS statistic over
+FD), and the same for plain FM's best FD (FD vs steps is not monotone at this scale).
+Noise-marginal bias: ``noise_marginal_bias`` of the noise each coupling pairs with 20 batches of
+256 training digits (||ε||²/d vs 1 and its z-score against χ²_64, the worst KS statistic over
 random projections, and the mean pull ⟨ε, x1/|x1|⟩ towards the paired datum).
 
 Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/couplings_immiscible.py`` (2000 steps, one seed,
@@ -106,7 +107,7 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     torch.set_num_threads(args.threads)
     steps = args.steps or (6000 if args.full else 2000)
-    every = args.eval_every or max(1, steps // 10)
+    every = args.eval_every or max(1, steps // 20)
     seeds = args.seeds or (2 if args.full else 1)
     hidden = args.hidden or (512 if args.full else 256)
     arm_defs = arms(args.full)
@@ -123,17 +124,24 @@ def main() -> None:
     evals = [s for s, _ in res["plain FM"][0]["curve"]]
     curves = {a: [(s, statistics.mean(r["curve"][i][1] for r in rs)) for i, s in enumerate(evals)]
               for a, rs in res.items()}
-    target = curves["plain FM"][-1][1]
-    n_plain = steps_to(curves["plain FM"], target)
+    # FD vs steps is not monotone here (plain FM gets worse late in training), so two targets:
+    # plain FM's final FD (the spec's definition) and its best FD over the run.
+    targets = {"final": curves["plain FM"][-1][1], "best": min(fd for _, fd in curves["plain FM"])}
+    n_plain = {k: steps_to(curves["plain FM"], v) for k, v in targets.items()}
     rows, speedups = [], {}
     for arm, curve in curves.items():
-        n = steps_to(curve, target)
-        speedups[arm] = None if n is None else n_plain / n
-        rows.append([arm, *[fd for _, fd in curve], "not reached" if n is None else n,
-                     "–" if n is None else f"{n_plain / n:.2f}×",
+        cells = []
+        for key, target in targets.items():
+            n = steps_to(curve, target)
+            speedups[(arm, key)] = None if n is None else n_plain[key] / n
+            cells += ["not reached" if n is None else n,
+                      "–" if n is None else f"{n_plain[key] / n:.2f}×"]
+        rows.append([arm, *[fd for _, fd in curve], min(fd for _, fd in curve), *cells,
                      statistics.mean(r["ms"] for r in res[arm])])
-    fd_table = markdown_table(["coupling", *[f"FD @{s}" for s in evals],
-                               "steps to plain's final FD", "speed-up", "train ms/step"], rows)
+    fd_table = markdown_table(["coupling", *[f"FD @{s}" for s in evals], "best FD",
+                               "steps to plain's final FD", "speed-up (final)",
+                               "steps to plain's best FD", "speed-up (best)", "train ms/step"],
+                              rows)
 
     g = torch.Generator().manual_seed(7)
     batches = [data.sample(256, g)[0] for _ in range(20)]
@@ -151,14 +159,18 @@ def main() -> None:
                                  "KS p (Bonf.)", "⟨ε, x1/‖x1‖⟩"], bias_rows)
 
     verdict = []
-    for arm, sp in speedups.items():
+    for arm in curves:
         if arm == "plain FM":
             continue
-        final = curves[arm][-1][1]
-        verdict.append(
-            f"- {arm}: {'reaches' if sp else 'does NOT reach'} plain FM's final FD "
-            f"{target:.2f}" + (f" at {n_plain / sp:.0f} vs {n_plain} steps ({sp:.2f}×)" if sp
-                               else "") + f"; final FD {final:.2f}.")
+        parts = []
+        for key, target in targets.items():
+            sp = speedups[(arm, key)]
+            parts.append(f"plain's {key} FD {target:.2f}: " + (
+                f"reached at {n_plain[key] / sp:.0f} vs {n_plain[key]} steps ({sp:.2f}×)" if sp
+                else "not reached"))
+        verdict.append(f"- {arm}: " + "; ".join(parts) + f"; final FD {curves[arm][-1][1]:.2f} "
+                       f"vs plain {targets['final']:.2f}, best {min(f for _, f in curves[arm]):.2f}"
+                       f" vs plain {targets['best']:.2f}.")
     body = (f"digits 64-D, N(0,I) source, linear path, MLP 3×{hidden}, batch 256, {steps} steps, "
             f"{seeds} seed(s), {args.threads} thread(s); classifier Fréchet distance of 1000 "
             f"samples (20 Euler steps, EMA weights) vs the {data.test.shape[0]} held-out digits, "
