@@ -24,9 +24,11 @@ FULL_EVAL = """eval:
   solvers: [{solver: euler, nfe: [1, 8]}, {solver: heun, nfe: [8]}, {solver: dopri5,
             rtol: 0.001, atol: 0.001}]
   trajectories: 16
-  straightness_steps: 20"""
+  straightness_steps: 20
+compare: {couplings: [ot], nfe: [1, 4]}"""
 LIGHT_EVAL = """eval: {n_samples: 64, solvers: [{solver: euler, nfe: [4]}], trajectories: 0,
-       straightness_steps: 4}"""
+       straightness_steps: 4}
+compare: {couplings: []}"""
 
 
 def _write_config(path: Path, out: Path, steps: int = 150, evaluation: str = FULL_EVAL) -> Path:
@@ -64,7 +66,14 @@ def test_run_writes_report_and_metrics(small_run):
         assert {"solver", "nfe", "w2", "energy_distance"} <= set(e)
     # even a 300-step model must beat one Euler step at 8 steps
     assert recs[("euler", 8)]["w2"] < recs[("euler", 1)]["w2"]
-    assert "| euler | 8 |" in (small_run / "report.md").read_text()
+    report = (small_run / "report.md").read_text()
+    assert "| euler | 8 |" in report and "| ot |" in report
+    rows = {r["coupling"]: r for r in m["coupling_comparison"]}
+    assert set(rows) == {"independent", "ot"}
+    # minibatch OT straightens the learned paths (Tong et al. 2024; Pooladian et al. 2023)
+    assert rows["ot"]["straightness"] < 0.5 * rows["independent"]["straightness"]
+    assert rows["ot"]["w2"]["1"] < rows["independent"]["w2"]["1"]
+    assert (small_run / "compare" / "ot" / "checkpoint.safetensors").exists()
 
 
 def test_sample_and_eval_commands(small_run, tmp_path):

@@ -95,6 +95,16 @@ class EvalConfig(_Strict):
     frechet: bool | None = Field(None, description="classifier Fréchet distance (digits)")
 
 
+class CompareConfig(_Strict):
+    """Extra models trained with other couplings, for the report's comparison table."""
+
+    couplings: list[Literal["independent", "ot", "sinkhorn", "label-ot", "wcfm",
+                            "immiscible-la", "immiscible-knn"]] = Field(
+        default_factory=lambda: ["ot", "wcfm"],
+        description="couplings to compare with the main model's (empty: no comparison)")
+    nfe: list[int] = Field(default_factory=lambda: [1, 2, 4, 100])
+
+
 class RunConfig(_Strict):
     """Everything ``monge run`` needs. Defaults are the built-in main job."""
 
@@ -111,6 +121,7 @@ class RunConfig(_Strict):
     path: PathConfig = Field(default_factory=PathConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

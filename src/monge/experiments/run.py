@@ -263,19 +263,9 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
 
 # --- the main job -----------------------------------------------------------------------------
 
-def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
-                   device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Train, evaluate and report. Returns the metrics written to ``metrics.json``."""
-    out = Path(cfg.out)
-    ckpt = out / CHECKPOINT_NAME
-    if resume and ckpt.exists():
-        _, state = _load_ckpt(ckpt)
-        stored = parse_config(state.get("run_config"), origin=f"{ckpt} (stored config)")
-        if stored.model_dump(exclude={"out"}) != cfg.model_dump(exclude={"out"}):
-            raise ConfigError(f"--resume: the config differs from the one stored in {ckpt}; "
-                              "use the same options or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
+def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool,
+           device: str | torch.device) -> tuple[Components, Trainer, Any]:
+    """Build the components of ``cfg`` and train them, checkpointing into ``out``."""
     comp = build_components(cfg, device)
     tc = cfg.train
     trainer_cfg = TrainerConfig(
@@ -291,63 +281,142 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
         print(f"monge run: {cfg.source} -> {cfg.target}, {type(comp.model).__name__} "
               f"({count_parameters(comp.model):,} parameters), path {cfg.path.name}, coupling "
               f"{cfg.coupling}, {tc.steps} steps, output {out}")
-    result = trainer.fit(resume=resume)
-    train_seconds = result.seconds
+    return comp, trainer, trainer.fit(resume=resume)
 
-    # ---- evaluation on held-out data -------------------------------------------------------
+
+def _check_resumable(cfg: RunConfig, ckpt: Path) -> None:
+    _, state = _load_ckpt(ckpt)
+    stored = parse_config(state.get("run_config"), origin=f"{ckpt} (stored config)")
+    if stored.model_dump(exclude={"out"}) != cfg.model_dump(exclude={"out"}):
+        raise ConfigError(f"--resume: the config differs from the one stored in {ckpt}; "
+                          "use the same options or another --out")
+
+
+@dataclass
+class _EvalSet:
+    """Held-out target halves, source starts and conditioning for evaluation."""
+
+    ref_a: Tensor
+    ref_b: Tensor
+    x0: Tensor
+    cond: dict[str, Any] | None
+
+
+def _eval_set(cfg: RunConfig, comp: Components, device) -> _EvalSet:
     tgt = comp.target
     m = min(cfg.eval.n_samples, tgt.test.shape[0] // 2)
     if m < 8:
         raise DataError(f"{cfg.target}: only {tgt.test.shape[0]} held-out samples; need at "
                         "least 16 for evaluation (use more data or a larger test_fraction)")
-    ref_a, ref_b = tgt.test[:m], tgt.test[m:2 * m]
     x0 = comp.source.test
     if x0.shape[0] < m:
         x0, _ = comp.source.sample(m, torch.Generator().manual_seed(cfg.seed + 2))
-    x0 = x0[:m]
     cond = None
     if comp.num_classes is not None:
         cond = {"y": tgt.test_labels[:m].to(device)}
-    model = trainer.sampling_model.eval()
-    field = velocity_field(model, comp.path, tc.prediction)
-    x_init = _initial_state(comp.path, x0.to(device))
-    frechet = cfg.eval.frechet if cfg.eval.frechet is not None else tgt.shape == (1, 8, 8)
+    return _EvalSet(tgt.test[:m], tgt.test[m:2 * m], x0[:m].to(device), cond)
+
+
+def _path_statistics(field: nn.Module, x_init: Tensor, steps: int, cond) -> tuple[dict, Any]:
+    """Straightness, kinetic energy and transport cost from a fine Euler trajectory."""
+    fine = solve(field, x_init, "euler", nfe=steps, cond=cond, return_trajectory=True)
+    traj = fine.trajectory.float().cpu()
+    stats = {"straightness": straightness(traj, fine.times),
+             "kinetic_energy": kinetic_energy(traj, fine.times),
+             "transport_cost": transport_cost(traj[0], traj[-1])}
+    return stats, traj
+
+
+def _compare_couplings(cfg: RunConfig, main_row: dict[str, Any], out: Path, *, resume: bool,
+                       progress: bool, device) -> list[dict[str, Any]]:
+    """Train one model per coupling in ``cfg.compare`` and tabulate few-step W2 and straightness."""
+    rows = [main_row]
+    for name in cfg.compare.couplings:
+        if name == cfg.coupling:
+            continue
+        sub = cfg.model_copy(update={"coupling": name, "coupling_options": {},
+                                     "out": str(out / "compare" / name)})
+        if progress:
+            print(f"coupling comparison: training with coupling {name!r}")
+        comp, trainer, result = _train(sub, Path(sub.out), resume=resume, progress=progress,
+                                       device=device)
+        ev = _eval_set(sub, comp, device)
+        field = velocity_field(trainer.sampling_model.eval(), comp.path, sub.train.prediction)
+        x_init = _initial_state(comp.path, ev.x0)
+        records, _ = evaluate(field, x_init, ev.ref_a,
+                              [SolverSpec(solver="euler", nfe=cfg.compare.nfe)], cond=ev.cond)
+        stats, _ = _path_statistics(field, x_init, cfg.eval.straightness_steps, ev.cond)
+        rows.append(_comparison_row(name, records, stats, result.seconds, result.steps))
+    return rows
+
+
+def _comparison_row(name: str, records: list[dict], stats: dict, seconds: float,
+                    steps: int) -> dict[str, Any]:
+    return {"coupling": name, "w2": {str(r["nfe"]): r["w2"] for r in records
+                                     if r["solver"] == "euler"},
+            "straightness": stats["straightness"], "transport_cost": stats["transport_cost"],
+            "train_seconds_per_1k": 1000 * seconds / max(steps, 1)}
+
+
+def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
+                   device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Train, evaluate and report. Returns the metrics written to ``metrics.json``."""
+    out = Path(cfg.out)
+    if resume and (out / CHECKPOINT_NAME).exists():
+        _check_resumable(cfg, out / CHECKPOINT_NAME)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    comp, trainer, result = _train(cfg, out, resume=resume, progress=progress, device=device)
+    tc = cfg.train
+
+    # ---- evaluation on held-out data -------------------------------------------------------
+    ev = _eval_set(cfg, comp, device)
+    m = ev.ref_a.shape[0]
+    field = velocity_field(trainer.sampling_model.eval(), comp.path, tc.prediction)
+    x_init = _initial_state(comp.path, ev.x0)
+    frechet = cfg.eval.frechet if cfg.eval.frechet is not None else comp.target.shape == (1, 8, 8)
     if progress:
         print(f"evaluating on {m} held-out target samples")
-    evaluations, samples = evaluate(field, x_init, ref_a, cfg.eval.solvers, cond=cond,
+    evaluations, samples = evaluate(field, x_init, ev.ref_a, cfg.eval.solvers, cond=ev.cond,
                                     frechet=frechet, progress=progress)
-    reference = {"reference_w2": wasserstein2(ref_a, ref_b),
-                 "reference_energy_distance": energy_distance(ref_a, ref_b)}
+    reference = {"reference_w2": wasserstein2(ev.ref_a, ev.ref_b),
+                 "reference_energy_distance": energy_distance(ev.ref_a, ev.ref_b)}
     if frechet:
-        reference["reference_frechet"] = classifier_frechet_distance(ref_a, ref_b)
-        reference["reference_class_entropy"] = class_histogram_entropy(ref_a)
-
-    fine = solve(field, x_init, "euler", nfe=cfg.eval.straightness_steps, cond=cond,
-                 return_trajectory=True)
-    traj = fine.trajectory.float().cpu()
-    times = fine.times
-    path_stats = {"straightness": straightness(traj, times),
-                  "kinetic_energy": kinetic_energy(traj, times),
-                  "transport_cost": transport_cost(traj[0], traj[-1])}
+        reference["reference_frechet"] = classifier_frechet_distance(ev.ref_a, ev.ref_b)
+        reference["reference_class_entropy"] = class_histogram_entropy(ev.ref_a)
+    path_stats, traj = _path_statistics(field, x_init, cfg.eval.straightness_steps, ev.cond)
 
     metrics: dict[str, Any] = {
         "source": cfg.source, "target": cfg.target, "path": cfg.path.name,
         "coupling": cfg.coupling, "prediction": tc.prediction, "steps": result.steps,
-        "final_loss": result.final_loss, "train_seconds": train_seconds,
+        "final_loss": result.final_loss, "train_seconds": result.seconds,
         "resumed_from": result.resumed_from, "n_eval": m, **reference, **path_stats,
         "evaluations": evaluations,
     }
+    if cfg.compare.couplings:
+        compare_nfe = cfg.compare.nfe
+        main_records = [e for e in evaluations if e["solver"] == "euler"
+                        and e["nfe"] in compare_nfe]
+        missing = sorted(set(compare_nfe) - {e["nfe"] for e in main_records})
+        if missing:
+            extra, _ = evaluate(field, x_init, ev.ref_a,
+                                [SolverSpec(solver="euler", nfe=missing)], cond=ev.cond)
+            main_records += extra
+        main_row = _comparison_row(cfg.coupling, main_records, path_stats, result.seconds,
+                                   result.steps)
+        metrics["coupling_comparison"] = _compare_couplings(cfg, main_row, out, resume=resume,
+                                                            progress=progress, device=device)
     metrics["total_seconds"] = time.perf_counter() - t_start
 
     # ---- figures and report ----------------------------------------------------------------
     euler = [key for key in samples if key[0] == "euler"]
     shown = max(euler, key=lambda key: key[1]) if euler else ("euler", traj.shape[0] - 1)
     gen = samples.get(shown, traj[-1])
-    labels = cond["y"].cpu() if cond else None
-    plots.plot_samples(out / "samples.png", gen, ref_a,
+    labels = ev.cond["y"].cpu() if ev.cond else None
+    plots.plot_samples(out / "samples.png", gen, ev.ref_a,
                        f"{cfg.source} → {cfg.target}: generated (Euler, NFE {shown[1]}) vs "
                        "held-out", labels=labels,
-                       source=None if len(tgt.shape) == 3 else x_init.cpu())
+                       source=None if len(comp.target.shape) == 3 else x_init.cpu())
     k = min(cfg.eval.trajectories, m)
     if k > 0:
         plots.plot_trajectories(out / "trajectories.png", traj[:, :k],
@@ -360,6 +429,22 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "report.md").write_text(render_report(cfg, metrics))
     return metrics
+
+
+def _comparison_section(metrics: dict[str, Any]) -> list[str]:
+    rows = metrics.get("coupling_comparison")
+    if not rows:
+        return []
+    nfes = list(rows[0]["w2"])
+    head = ("| coupling | " + " | ".join(f"W2 NFE {n}" for n in nfes)
+            + " | straightness | transport cost | train s / 1k steps |")
+    sep = "|---|" + "---:|" * (len(nfes) + 3)
+    body = [f"| {r['coupling']} | " + " | ".join(f"{r['w2'][n]:.4f}" for n in nfes)
+            + f" | {r['straightness']:.4f} | {r['transport_cost']:.4f} | "
+            f"{r['train_seconds_per_1k']:.2f} |" for r in rows]
+    return ["## Couplings compared (Euler; same model, steps and data)", "", head, sep, *body,
+            "", f"Held-out floor W2 {metrics['reference_w2']:.4f}. Lower straightness means "
+            "straighter paths (1-step sampling is exact at 0).", ""]
 
 
 def render_report(cfg: RunConfig, metrics: dict[str, Any]) -> str:
@@ -403,6 +488,7 @@ def render_report(cfg: RunConfig, metrics: dict[str, Any]) -> str:
         f"| {metrics['straightness']:.4f} | {metrics['kinetic_energy']:.4f} | "
         f"{metrics['transport_cost']:.4f} |",
         "",
+        *_comparison_section(metrics),
         "## Figures",
         "",
         "![samples](samples.png)",
