@@ -163,3 +163,24 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
             assert torch.equal(ta[k], tb[k]), k
     ma = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert ma["resumed_from"] == step_at_kill
+
+
+@pytest.mark.parametrize("path", ["vp", "edm", "interpolant", "kinetic-optimal", "pfgmpp"])
+def test_every_path_trains_samples_and_resumes_its_checkpoint(tmp_path, path):
+    """Each --path is wired end to end: train, evaluate, and sample from the checkpoint."""
+    cfg = _write_config(tmp_path / "c.yaml", tmp_path / "o", steps=20, evaluation=LIGHT_EVAL)
+    res = runner.invoke(app, ["run", str(cfg), "--quiet", "--source", "gaussian", "--path", path])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["path"] == path and np.isfinite(m["evaluations"][0]["w2"])
+    out = tmp_path / "x.npy"
+    res = runner.invoke(app, ["sample", str(tmp_path / "o"), "--solver", "euler", "--nfe", "4",
+                              "--n", "16", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert np.isfinite(np.load(out)).all()
+
+
+def test_non_gaussian_source_needs_linear_path(tmp_path):
+    res = runner.invoke(app, ["run", "--quiet", "--steps", "5", "--path", "vp", "--out",
+                              str(tmp_path)])
+    assert res.exit_code != 0 and "Gaussian source" in res.output

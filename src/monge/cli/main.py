@@ -152,7 +152,7 @@ def eval_(
 
     from monge.data import load_dataset
     from monge.experiments.config import SolverSpec
-    from monge.experiments.run import _initial_state, evaluate, load_trained
+    from monge.experiments.run import evaluate, load_trained
     from monge.metrics import wasserstein2
 
     _threads()
@@ -174,8 +174,9 @@ def eval_(
         x0 = src.test[:m] if src.test.shape[0] >= m else src.sample(m, g)[0]
     cond = ({"y": tgt.test_labels[:m].to(device)} if trained.num_classes is not None else None)
     frechet = cfg.eval.frechet if cfg.eval.frechet is not None else trained.shape == (1, 8, 8)
-    records, _ = evaluate(trained.field, _initial_state(trained.path, x0.to(device)),
-                          tgt.test[:m], specs, cond=cond, frechet=frechet, progress=True)
+    records, _ = evaluate(trained.field, trained.method.initial_state(x0.to(device), cfg.seed),
+                          tgt.test[:m], specs, cond=cond, frechet=frechet, progress=True,
+                          data_scale=trained.method.data_scale)
     floor = wasserstein2(tgt.test[:m], tgt.test[m:2 * m])
     typer.echo(f"held-out floor W2 {floor:.4f} ({m} vs {m} samples)")
     if out is not None:

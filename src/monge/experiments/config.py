@@ -35,7 +35,8 @@ class ModelConfig(_Strict):
 
 
 class PathConfig(_Strict):
-    name: Literal["linear", "vp", "vp-cosine", "ve", "edm", "interpolant"] = "linear"
+    name: Literal["linear", "vp", "vp-cosine", "ve", "edm", "interpolant", "kinetic-optimal",
+                  "pfgmpp"] = "linear"
     sigma_min: float | None = Field(None, gt=0)
     sigma_max: float | None = Field(None, gt=0)
     interpolant: Literal["linear", "trigonometric", "encoder-decoder"] = Field(
@@ -43,6 +44,8 @@ class PathConfig(_Strict):
     gamma: Literal["sqrt", "quadratic", "sin2", "zero"] = Field(
         "sqrt", description="latent scale γ(t) of a stochastic interpolant")
     gamma_scale: float | None = Field(None, gt=0)
+    D: float = Field(128.0, gt=2, description="PFGM++ augmentation dimension (path: pfgmpp); "
+                     "use .inf for the EDM limit")
 
     def kwargs(self) -> dict[str, float]:
         return {k: v for k, v in (("sigma_min", self.sigma_min), ("sigma_max", self.sigma_max))

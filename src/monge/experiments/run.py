@@ -25,6 +25,7 @@ from monge.data import Dataset, load_dataset
 from monge.errors import ConfigError, DataError, InputError
 from monge.experiments import plots
 from monge.experiments.config import RunConfig, SolverSpec, parse_config
+from monge.experiments.methods import Method, build_method
 from monge.metrics import (
     class_histogram_entropy,
     classifier_frechet_distance,
@@ -35,14 +36,9 @@ from monge.metrics import (
     wasserstein2,
 )
 from monge.models import build_model, count_parameters
-from monge.paths import AffinePath, make_path
-from monge.paths.field import VelocityField
-from monge.paths.interpolant import StochasticInterpolant, make_interpolant
 from monge.solvers import PIController, SolveResult, integrate, make_solver
-from monge.train import CHECKPOINT_NAME, LOG_NAME, FlowMatchingLoss, Trainer, TrainerConfig
+from monge.train import CHECKPOINT_NAME, LOG_NAME, Trainer, TrainerConfig
 from monge.train import load_checkpoint as _load_ckpt
-from monge.train.interpolant_loss import InterpolantLoss
-from monge.train.time_samplers import make_time_sampler
 
 
 @dataclass
@@ -51,7 +47,7 @@ class Components:
 
     source: Dataset
     target: Dataset
-    path: AffinePath | StochasticInterpolant
+    method: Method
     model: nn.Module
     loss: nn.Module
     num_classes: int | None
@@ -91,44 +87,23 @@ def build_components(cfg: RunConfig, device: str | torch.device = "cpu") -> Comp
             raise ConfigError(f"model.conditional: target {cfg.target!r} has no labels")
         num_classes = target.num_classes
     torch.manual_seed(cfg.seed)
+    method = build_method(cfg, target)
     kind, kwargs = _model_kwargs(cfg, target.shape)
-    model = build_model(kind, target.shape, num_classes=num_classes, **kwargs).to(device)
-    path = build_path(cfg)
-    if isinstance(path, StochasticInterpolant):
-        loss = InterpolantLoss(path, target="velocity", coupling=_coupling(cfg),
-                               cond_dropout=cfg.train.cond_dropout, num_classes=num_classes)
-    else:
-        loss = FlowMatchingLoss(path, target=cfg.train.prediction, weighting=cfg.train.weighting,
-                                time_sampler=make_time_sampler(cfg.train.time_sampler),
-                                coupling=_coupling(cfg), cond_dropout=cfg.train.cond_dropout,
-                                num_classes=num_classes)
-    return Components(source, target, path, model, loss, num_classes)
-
-
-def build_path(cfg: RunConfig) -> AffinePath | StochasticInterpolant:
-    """The path named in the config (an affine path or a stochastic interpolant)."""
-    if cfg.path.name == "interpolant":
-        return make_interpolant(cfg.path.interpolant, gamma=cfg.path.gamma,
-                                gamma_scale=cfg.path.gamma_scale)
-    return make_path(cfg.path.name, **cfg.path.kwargs())
-
-
-def velocity_field(model: nn.Module, path: AffinePath | StochasticInterpolant,
-                   prediction: str) -> nn.Module:
-    """The velocity the solvers integrate: an interpolant's network is its velocity b."""
-    if isinstance(path, StochasticInterpolant):
-        return model
-    return VelocityField(model, path, prediction)
+    net = build_model(kind, target.shape, num_classes=num_classes, **kwargs)
+    model = method.wrap_model(net).to(device)
+    loss = method.loss(cfg, _coupling(cfg), num_classes)
+    return Components(source, target, method, model, loss, num_classes)
 
 
 def _batch_sampler(comp: Components, device: torch.device | str):
     source, target = comp.source, comp.target
     labels = target.train_labels
+    scale = comp.method.data_scale
     # Keep data on the training device once, so each step only indexes. Labels travel with the
     # batch whenever the target has them: the loss gives them to a conditional model, and
     # label-aware couplings use them either way.
     src = Dataset(source.name, source.train.to(device), source.test, None, None, None)
-    tgt = Dataset(target.name, target.train.to(device), target.test,
+    tgt = Dataset(target.name, (target.train * scale).to(device), target.test,
                   None if labels is None else labels.to(device), None, target.num_classes)
 
     def sample_batch(n: int, g: torch.Generator):
@@ -163,20 +138,14 @@ def solve(field: nn.Module, x_init: Tensor, solver: str, *, nfe: int | None = No
                      return_trajectory=return_trajectory)
 
 
-def _initial_state(path: AffinePath | StochasticInterpolant, x0: Tensor) -> Tensor:
-    """x_{t=0} = σ(0)·x0: the source itself on the linear path and on stochastic interpolants,
-    σ_max·ε on VE/EDM paths."""
-    scale = getattr(path, "source_scale", 1.0)
-    return scale * x0 if scale != 1.0 else x0
-
-
 def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[SolverSpec], *,
              cond: dict[str, Any] | None = None, frechet: bool = False,
-             progress: bool = False
+             progress: bool = False, data_scale: float = 1.0
              ) -> tuple[list[dict[str, Any]], dict[tuple[str, int], Tensor]]:
     """One record per (solver, NFE): W2, energy distance (and digits Fréchet distance).
 
-    Returns the records and the generated samples keyed by (solver, NFE).
+    Returns the records and the generated samples keyed by (solver, NFE). Samples are divided
+    by ``data_scale`` (a path trained on rescaled data) before they are measured.
     """
     records, samples = [], {}
     jobs = [(s, n) for s in specs for n in (s.nfe or [None])]
@@ -187,7 +156,7 @@ def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[So
         res = solve(field, x_init, spec.solver, nfe=budget, rtol=spec.rtol, atol=spec.atol,
                     cond=cond)
         seconds = time.perf_counter() - t0
-        x = res.x.float().cpu()
+        x = res.x.float().cpu() / data_scale
         samples[(spec.solver, res.nfe)] = x
         rec: dict[str, Any] = {"solver": spec.solver, "nfe": res.nfe,
                                "w2": wasserstein2(x, reference),
@@ -216,7 +185,7 @@ class Trained:
     cfg: RunConfig
     model: nn.Module
     field: nn.Module
-    path: AffinePath | StochasticInterpolant
+    method: Method
     shape: tuple[int, ...]
     num_classes: int | None
 
@@ -239,8 +208,11 @@ class Trained:
                 labels = torch.arange(n) % self.num_classes
             cond = {"y": labels.to(device)}
         with torch.no_grad():
-            return solve(self.field, _initial_state(self.path, source.to(device)), solver,
-                         nfe=nfe, cond=cond)
+            res = solve(self.field, self.method.initial_state(source.to(device), seed), solver,
+                        nfe=nfe, cond=cond)
+        if self.method.data_scale != 1.0:
+            res.x = res.x / self.method.data_scale
+        return res
 
 
 def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> Trained:
@@ -251,14 +223,17 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
     cfg = parse_config(state["run_config"], origin=f"{checkpoint} (stored config)")
     shape = tuple(state["shape"])
     kind, kwargs = _model_kwargs(cfg, shape)
-    model = build_model(kind, shape, num_classes=state.get("num_classes"), **kwargs)
+    target = load_dataset(cfg.target, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
+                          seed=cfg.seed, test_fraction=cfg.data.test_fraction)
+    method = build_method(cfg, target)
+    model = method.wrap_model(build_model(kind, shape, num_classes=state.get("num_classes"),
+                                          **kwargs))
     prefix = "ema.module." if any(k.startswith("ema.module.") for k in tensors) else "model."
     model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
                            if k.startswith(prefix)})
     model.to(device).eval()
-    path = build_path(cfg)
-    field = velocity_field(model, path, cfg.train.prediction)
-    return Trained(cfg, model, field, path, shape, state.get("num_classes"))
+    return Trained(cfg, model, method.velocity_field(model), method, shape,
+                   state.get("num_classes"))
 
 
 # --- the main job -----------------------------------------------------------------------------
@@ -317,10 +292,12 @@ def _eval_set(cfg: RunConfig, comp: Components, device) -> _EvalSet:
     return _EvalSet(tgt.test[:m], tgt.test[m:2 * m], x0[:m].to(device), cond)
 
 
-def _path_statistics(field: nn.Module, x_init: Tensor, steps: int, cond) -> tuple[dict, Any]:
-    """Straightness, kinetic energy and transport cost from a fine Euler trajectory."""
+def _path_statistics(field: nn.Module, x_init: Tensor, steps: int, cond,
+                     data_scale: float = 1.0) -> tuple[dict, Any]:
+    """Straightness, kinetic energy and transport cost from a fine Euler trajectory (in data
+    units: a trajectory in a rescaled space is divided by ``data_scale``)."""
     fine = solve(field, x_init, "euler", nfe=steps, cond=cond, return_trajectory=True)
-    traj = fine.trajectory.float().cpu()
+    traj = fine.trajectory.float().cpu() / data_scale
     stats = {"straightness": straightness(traj, fine.times),
              "kinetic_energy": kinetic_energy(traj, fine.times),
              "transport_cost": transport_cost(traj[0], traj[-1])}
@@ -341,11 +318,13 @@ def _compare_couplings(cfg: RunConfig, main_row: dict[str, Any], out: Path, *, r
         comp, trainer, result = _train(sub, Path(sub.out), resume=resume, progress=progress,
                                        device=device)
         ev = _eval_set(sub, comp, device)
-        field = velocity_field(trainer.sampling_model.eval(), comp.path, sub.train.prediction)
-        x_init = _initial_state(comp.path, ev.x0)
+        scale = comp.method.data_scale
+        field = comp.method.velocity_field(trainer.sampling_model.eval())
+        x_init = comp.method.initial_state(ev.x0, sub.seed + 4)
         records, _ = evaluate(field, x_init, ev.ref_a,
-                              [SolverSpec(solver="euler", nfe=cfg.compare.nfe)], cond=ev.cond)
-        stats, _ = _path_statistics(field, x_init, cfg.eval.straightness_steps, ev.cond)
+                              [SolverSpec(solver="euler", nfe=cfg.compare.nfe)], cond=ev.cond,
+                              data_scale=scale)
+        stats, _ = _path_statistics(field, x_init, cfg.eval.straightness_steps, ev.cond, scale)
         rows.append(_comparison_row(name, records, stats, result.seconds, result.steps))
     return rows
 
@@ -372,19 +351,21 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
     # ---- evaluation on held-out data -------------------------------------------------------
     ev = _eval_set(cfg, comp, device)
     m = ev.ref_a.shape[0]
-    field = velocity_field(trainer.sampling_model.eval(), comp.path, tc.prediction)
-    x_init = _initial_state(comp.path, ev.x0)
+    scale = comp.method.data_scale
+    field = comp.method.velocity_field(trainer.sampling_model.eval())
+    x_init = comp.method.initial_state(ev.x0, cfg.seed + 4)
     frechet = cfg.eval.frechet if cfg.eval.frechet is not None else comp.target.shape == (1, 8, 8)
     if progress:
         print(f"evaluating on {m} held-out target samples")
     evaluations, samples = evaluate(field, x_init, ev.ref_a, cfg.eval.solvers, cond=ev.cond,
-                                    frechet=frechet, progress=progress)
+                                    frechet=frechet, progress=progress, data_scale=scale)
     reference = {"reference_w2": wasserstein2(ev.ref_a, ev.ref_b),
                  "reference_energy_distance": energy_distance(ev.ref_a, ev.ref_b)}
     if frechet:
         reference["reference_frechet"] = classifier_frechet_distance(ev.ref_a, ev.ref_b)
         reference["reference_class_entropy"] = class_histogram_entropy(ev.ref_a)
-    path_stats, traj = _path_statistics(field, x_init, cfg.eval.straightness_steps, ev.cond)
+    path_stats, traj = _path_statistics(field, x_init, cfg.eval.straightness_steps, ev.cond,
+                                        scale)
 
     metrics: dict[str, Any] = {
         "source": cfg.source, "target": cfg.target, "path": cfg.path.name,
@@ -400,7 +381,8 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
         missing = sorted(set(compare_nfe) - {e["nfe"] for e in main_records})
         if missing:
             extra, _ = evaluate(field, x_init, ev.ref_a,
-                                [SolverSpec(solver="euler", nfe=missing)], cond=ev.cond)
+                                [SolverSpec(solver="euler", nfe=missing)], cond=ev.cond,
+                                data_scale=scale)
             main_records += extra
         main_row = _comparison_row(cfg.coupling, main_records, path_stats, result.seconds,
                                    result.steps)
@@ -416,7 +398,7 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
     plots.plot_samples(out / "samples.png", gen, ev.ref_a,
                        f"{cfg.source} → {cfg.target}: generated (Euler, NFE {shown[1]}) vs "
                        "held-out", labels=labels,
-                       source=None if len(comp.target.shape) == 3 else x_init.cpu())
+                       source=None if len(comp.target.shape) == 3 else x_init.cpu() / scale)
     k = min(cfg.eval.trajectories, m)
     if k > 0:
         plots.plot_trajectories(out / "trajectories.png", traj[:, :k],
