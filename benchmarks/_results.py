@@ -1,4 +1,4 @@
-"""Append a dated, self-describing table to ``benchmarks/RESULTS.md`` (shared by every benchmark)."""
+"""Append a dated, self-describing table to ``benchmarks/RESULTS.md`` (shared by benchmarks)."""
 
 from __future__ import annotations
 

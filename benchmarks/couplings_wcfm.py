@@ -31,15 +31,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _flows import euler_straightness, euler_w2, train_flow  # noqa: E402
 from _results import append_results, markdown_table  # noqa: E402
 
 from monge.couplings import WeightedCoupling, make_coupling  # noqa: E402
 from monge.data import load_dataset  # noqa: E402
-from monge.metrics import straightness, wasserstein2  # noqa: E402
-from monge.models import MLP  # noqa: E402
+from monge.metrics import wasserstein2  # noqa: E402
 from monge.paths import LinearPath  # noqa: E402
-from monge.solvers import Euler, integrate  # noqa: E402
-from monge.train import FlowMatchingLoss, Trainer, TrainerConfig  # noqa: E402
+from monge.train import FlowMatchingLoss  # noqa: E402
 
 NFES = (1, 2, 3, 4, 5, 100)
 TASKS = {"N(0,I) → 8gaussians": ("gaussian", "8gaussians"),
@@ -79,26 +78,12 @@ def tilt_and_ess(kappa: float | None, src, tgt, n: int = 20000) -> dict:
 
 
 def run_arm(name: str, kw: dict, src, tgt, steps: int, seed: int) -> dict:
-    torch.manual_seed(seed)
-    model = MLP(2, hidden=256, depth=3, time_dim=32)
-    cfg = TrainerConfig(steps=steps, batch_size=256, lr=1e-3, warmup_steps=100,
-                        log_every=max(1, steps // 10), checkpoint_every=10**9, seed=seed)
-
-    def sample_batch(n, g):
-        return src.sample(n, g)[0], tgt.sample(n, g)[0], None
-
     loss = FlowMatchingLoss(LinearPath(), coupling=make_coupling(name, **kw))
-    trainer = Trainer(model, loss, sample_batch, cfg, progress=False)
-    t0 = time.perf_counter()
-    trainer.fit()
-    ms = 1000 * (time.perf_counter() - t0) / steps
+    trainer, seconds = train_flow(loss, src, tgt, steps=steps, seed=seed)
     field = trainer.sampling_model.eval()
     x0 = src.test[:2000]
-    w2 = {k: wasserstein2(integrate(field, x0, Euler(), steps=k).x, tgt.test[:2000])
-          for k in NFES}
-    traj = integrate(field, x0[:1000], Euler(), steps=100, return_trajectory=True)
-    s = straightness(traj.trajectory, torch.linspace(0, 1, 101, dtype=torch.float64))
-    return {"w2": w2, "straight": s, "ms": ms}
+    return {"w2": euler_w2(field, x0, tgt.test[:2000], NFES),
+            "straight": euler_straightness(field, x0[:1000]), "ms": 1000 * seconds / steps}
 
 
 def mean(vals: list[float]) -> float:

@@ -21,22 +21,19 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _flows import euler_w2, train_flow  # noqa: E402
 from _results import append_results, markdown_table  # noqa: E402
 
 from monge.couplings import IndependentCoupling, MinibatchOTCoupling  # noqa: E402
 from monge.data import load_dataset  # noqa: E402
-from monge.metrics import wasserstein2  # noqa: E402
-from monge.models import MLP  # noqa: E402
 from monge.paths import LinearPath  # noqa: E402
-from monge.solvers import Euler, integrate  # noqa: E402
-from monge.train import FlowMatchingLoss, LossOutput, Trainer, TrainerConfig  # noqa: E402
+from monge.train import FlowMatchingLoss, LossOutput  # noqa: E402
 
 NFES = (1, 2, 4, 8, 100)
 
@@ -69,27 +66,10 @@ def make_loss(name: str):
 
 
 def train_and_eval(name: str, seed: int, steps: int, src, tgt) -> dict:
-    torch.manual_seed(seed)
     np.random.seed(seed)  # torchcfm's OT sampler draws with numpy's global RNG
-    model = MLP(2, hidden=64, depth=3, time_dim=32)
-    cfg = TrainerConfig(steps=steps, batch_size=256, lr=1e-3, warmup_steps=100,
-                        log_every=max(1, steps // 20), checkpoint_every=10**9, seed=seed)
-
-    def sample_batch(n, g):
-        x1, _ = tgt.sample(n, g)
-        x0, _ = src.sample(n, g)
-        return x0, x1, None
-
-    trainer = Trainer(model, make_loss(name), sample_batch, cfg, progress=False)
-    t0 = time.perf_counter()
-    trainer.fit()
-    seconds = time.perf_counter() - t0
-    field = trainer.sampling_model.eval()
-    x0 = src.test[:2000]
-    w2 = {}
-    for nfe in NFES:
-        x = integrate(field, x0, Euler(), steps=nfe).x
-        w2[nfe] = wasserstein2(x, tgt.test[:2000])
+    trainer, seconds = train_flow(make_loss(name), src, tgt, steps=steps, seed=seed, hidden=64,
+                                  depth=3, time_dim=32)
+    w2 = euler_w2(trainer.sampling_model.eval(), src.test[:2000], tgt.test[:2000], NFES)
     return {"w2": w2, "sec_per_1k": 1000 * seconds / steps}
 
 
