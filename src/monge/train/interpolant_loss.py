@@ -40,6 +40,7 @@ from monge.paths.interpolant import (
     StochasticInterpolant,
     make_interpolant,
 )
+from monge.train.conditioning import LabelConditioning
 from monge.train.losses import LossOutput
 from monge.train.time_samplers import TimeSampler, UniformTime
 
@@ -69,7 +70,8 @@ class InterpolantLoss(nn.Module):
         coupling: how x0 and x1 are paired (default independent; an OT coupling with γ > 0
             approaches the Schrödinger bridge).
         cond_dropout: probability of replacing the label by the null class ``num_classes``.
-        num_classes: number of classes (needed when ``cond_dropout`` > 0).
+        num_classes: classes of a class-conditional model; labels reach the model only when
+            set (see :class:`~monge.train.conditioning.LabelConditioning`).
 
     Example:
         >>> from monge.models import MLP
@@ -97,16 +99,12 @@ class InterpolantLoss(nn.Module):
         if target in ("denoiser", "score") and self.interpolant.is_deterministic:
             raise InputError(f"target: {target!r} needs γ > 0; the interpolant has gamma "
                              "'zero'")
-        if not 0.0 <= cond_dropout < 1.0:
-            raise InputError(f"cond_dropout: must be in [0, 1), got {cond_dropout}")
-        if cond_dropout > 0 and num_classes is None:
-            raise InputError("cond_dropout: needs num_classes (the null class index)")
         self.target = target
         self.antithetic = (target in ("denoiser", "score")) if antithetic is None else antithetic
         self.form = form
         self.time_sampler = time_sampler or UniformTime(1e-3, 1.0 - 1e-3)
         self.coupling = coupling or IndependentCoupling()
-        self.cond_dropout, self.num_classes = cond_dropout, num_classes
+        self.labels = LabelConditioning(num_classes, cond_dropout)
 
     def _per_example(self, pred: Tensor, target: Tensor) -> Tensor:
         if self.form == "mse":
@@ -121,12 +119,7 @@ class InterpolantLoss(nn.Module):
         n = x1.shape[0]
         t = self.time_sampler.sample(n, generator=generator, dtype=x1.dtype, device=x1.device)
         z = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=x1.device)
-        cond = {}
-        if y1 is not None:
-            if self.cond_dropout > 0:
-                drop = torch.rand(n, generator=generator, device=y1.device) < self.cond_dropout
-                y1 = torch.where(drop, torch.full_like(y1, self.num_classes), y1)
-            cond["y"] = y1
+        cond = self.labels(y1, generator)
         si = self.interpolant
         if self.antithetic:
             zz = torch.cat([z, -z])

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from monge.couplings import Coupling, IndependentCoupling
 from monge.errors import InputError
 from monge.paths import PREDICTIONS, AffinePath, Prediction
+from monge.train.conditioning import LabelConditioning
 from monge.train.time_samplers import TimeSampler, UniformTime
 
 Weighting = Callable[[Tensor, AffinePath], Tensor]
@@ -82,14 +83,10 @@ class FlowMatchingLoss(nn.Module):
                 raise InputError(f"weighting: unknown {weighting!r}; expected one of "
                                  f"{sorted(WEIGHTINGS)}")
             weighting = WEIGHTINGS[weighting]
-        if not 0.0 <= cond_dropout < 1.0:
-            raise InputError(f"cond_dropout: must be in [0, 1), got {cond_dropout}")
-        if cond_dropout > 0 and num_classes is None:
-            raise InputError("cond_dropout: needs num_classes (the null class index)")
         self.path, self.target, self.weighting = path, target, weighting
         self.time_sampler = time_sampler or UniformTime()
         self.coupling = coupling or IndependentCoupling()
-        self.cond_dropout, self.num_classes = cond_dropout, num_classes
+        self.labels = LabelConditioning(num_classes, cond_dropout)
 
     def forward(self, model: nn.Module, x0: Tensor, x1: Tensor, y1: Tensor | None = None,
                 generator: torch.Generator | None = None) -> LossOutput:
@@ -98,12 +95,7 @@ class FlowMatchingLoss(nn.Module):
         n = x1.shape[0]
         t = self.time_sampler.sample(n, generator=generator, dtype=x1.dtype, device=x1.device)
         xt = self.path.sample_xt(x0, x1, t)
-        cond = {}
-        if y1 is not None and self.num_classes is not None:
-            if self.cond_dropout > 0:
-                drop = torch.rand(n, generator=generator, device=y1.device) < self.cond_dropout
-                y1 = torch.where(drop, torch.full_like(y1, self.num_classes), y1)
-            cond["y"] = y1
+        cond = self.labels(y1, generator)
         pred = model(xt, t, **cond)
         target = self.path.target(self.target, x0, x1, t)
         per_example = (pred - target).pow(2).flatten(1).mean(1) * self.weighting(t, self.path)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from monge._checks import check_finite, check_same_batch
 from monge.errors import InputError
 from monge.paths.pfgmpp import PFGMPPPath
+from monge.train.conditioning import LabelConditioning
 from monge.train.losses import LossOutput
 
 
@@ -36,7 +37,8 @@ class PFGMPPLoss(nn.Module):
         sigma_data: σ_d of the EDM weighting (match the :class:`EDMPreconditioner`).
         cond_dropout: probability of replacing the label by the null class (classifier-free
             guidance); 0 disables it.
-        num_classes: number of classes (the null class index), needed with ``cond_dropout``.
+        num_classes: classes of a class-conditional model; labels reach the model only when
+            set (see :class:`~monge.train.conditioning.LabelConditioning`).
 
     Example:
         >>> from monge.paths.pfgmpp import EDMPreconditioner
@@ -54,13 +56,9 @@ class PFGMPPLoss(nn.Module):
         super().__init__()
         if p_std <= 0 or sigma_data <= 0:
             raise InputError("PFGMPPLoss: p_std and sigma_data must be positive")
-        if not 0.0 <= cond_dropout < 1.0:
-            raise InputError(f"cond_dropout: must be in [0, 1), got {cond_dropout}")
-        if cond_dropout > 0 and num_classes is None:
-            raise InputError("cond_dropout: needs num_classes (the null class index)")
         self.path = path or PFGMPPPath()
         self.p_mean, self.p_std, self.sigma_data = float(p_mean), float(p_std), float(sigma_data)
-        self.cond_dropout, self.num_classes = cond_dropout, num_classes
+        self.labels = LabelConditioning(num_classes, cond_dropout)
 
     def weight(self, sigma: Tensor) -> Tensor:
         """EDM's λ(σ) = (σ² + σ_d²)/(σσ_d)²."""
@@ -80,13 +78,7 @@ class PFGMPPLoss(nn.Module):
         # the noise level the model will see is σ(t) of the cast t: use that one throughout
         sigma = self.path.sigma(t.to(torch.float64))
         x = self.path.perturb(x1, sigma, generator=generator)
-        cond = {}
-        if y1 is not None:
-            if self.cond_dropout > 0:
-                drop = torch.rand(n, generator=generator, device=z.device).to(y1.device) \
-                    < self.cond_dropout
-                y1 = torch.where(drop, torch.full_like(y1, self.num_classes), y1)
-            cond["y"] = y1
+        cond = self.labels(y1, generator)
         pred = model(x, t, **cond)
         per_example = (pred - x1).pow(2).flatten(1).mean(1) * self.weight(sigma).to(x1.dtype)
         return LossOutput(per_example.mean(), per_example.detach(), t)
