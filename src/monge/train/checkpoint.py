@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +27,19 @@ from safetensors.torch import save_file
 from monge.errors import DataError
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never a torn file; the
+    temporary file is removed if the writer fails.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor],
-                    state: dict[str, Any]) -> Path:
-    """Atomically write ``tensors`` and the JSON-serialisable ``state`` to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(flat, tmp, metadata={"monge": json.dumps(state)})
+        yield Path(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -59,6 +47,21 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor],
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor],
+                    state: dict[str, Any]) -> Path:
+    """Atomically write ``tensors`` and the JSON-serialisable ``state`` to ``path``."""
+    path = Path(path)
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata={"monge": json.dumps(state)})
     atomic_write_bytes(path.with_suffix(".json"), json.dumps(state, indent=2).encode())
     return path
 
