@@ -31,14 +31,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _flows import euler_straightness, euler_w2, train_flow  # noqa: E402
+from _flows import coupling_arm  # noqa: E402
 from _results import append_results, markdown_table  # noqa: E402
 
 from monge.couplings import WeightedCoupling, make_coupling  # noqa: E402
 from monge.data import load_dataset  # noqa: E402
 from monge.metrics import wasserstein2  # noqa: E402
-from monge.paths import LinearPath  # noqa: E402
-from monge.train import FlowMatchingLoss  # noqa: E402
 
 NFES = (1, 2, 3, 4, 5, 100)
 TASKS = {"N(0,I) → 8gaussians": ("gaussian", "8gaussians"),
@@ -77,15 +75,6 @@ def tilt_and_ess(kappa: float | None, src, tgt, n: int = 20000) -> dict:
             "tilt_nu": wasserstein2(x1[idx1], tgt.test[:2000]), "ess": ess}
 
 
-def run_arm(name: str, kw: dict, src, tgt, steps: int, seed: int) -> dict:
-    loss = FlowMatchingLoss(LinearPath(), coupling=make_coupling(name, **kw))
-    trainer, seconds = train_flow(loss, src, tgt, steps=steps, seed=seed)
-    field = trainer.sampling_model.eval()
-    x0 = src.test[:2000]
-    return {"w2": euler_w2(field, x0, tgt.test[:2000], NFES),
-            "straight": euler_straightness(field, x0[:1000]), "ms": 1000 * seconds / steps}
-
-
 def mean(vals: list[float]) -> float:
     return statistics.mean(vals)
 
@@ -115,7 +104,7 @@ def main() -> None:
             src = load_dataset(sn, n_train=20000, n_test=2000, seed=100 + seed)
             tgt = load_dataset(tn, n_train=20000, n_test=2000, seed=200 + seed)
             for arm, (name, kw, _) in arm_defs.items():
-                r = run_arm(name, kw, src, tgt, steps, seed)
+                r = coupling_arm(name, kw, src, tgt, steps=steps, seed=seed, nfes=NFES)
                 res[arm].append(r)
                 print(f"{task} seed {seed} {arm}: " + " ".join(
                     f"W2@{k}={v:.3f}" for k, v in r["w2"].items())
