@@ -103,7 +103,9 @@ def sample(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint.safetensors or its run folder")],
     solver: Annotated[str, typer.Option(help="euler | midpoint | heun | rk4 | dopri5")]
     = "heun",
-    nfe: Annotated[int | None, typer.Option(help="NFE budget (adaptive dopri5: omit)")] = 8,
+    nfe: Annotated[int | None, typer.Option(
+        help="NFE budget (default 8 for fixed-step solvers; dopri5 is adaptive without it)")]
+    = None,
     n: Annotated[int, typer.Option(help="number of samples")] = 1000,
     out: Annotated[Path, typer.Option(help="output .npy file")] = Path("samples.npy"),
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
@@ -121,8 +123,8 @@ def sample(
     if n < 1:
         raise InputError(f"--n: must be positive, got {n}")
     trained = load_trained(checkpoint, device)
-    if solver == "dopri5" and nfe == 8:
-        nfe = None  # the default budget is for fixed-step solvers
+    if nfe is None and solver != "dopri5":
+        nfe = 8
     labels = None
     if label is not None:
         if trained.num_classes is None:
