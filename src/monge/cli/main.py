@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from monge.cli.ot_cmd import ot_command
 from monge.errors import MongeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -185,16 +186,7 @@ def eval_(
         out.write_text(json.dumps({"reference_w2": floor, "evaluations": records}, indent=2))
 
 
-def _register_optional() -> None:
-    """Register commands whose modules may be absent in a partial install."""
-    try:
-        from monge.cli.ot_cmd import ot_command
-    except ImportError:  # pragma: no cover - the OT layer ships with the package
-        return
-    app.command("ot")(friendly_errors(ot_command))
-
-
-_register_optional()
+app.command("ot")(friendly_errors(ot_command))
 
 
 def main() -> None:  # pragma: no cover - console entry point
