@@ -15,6 +15,7 @@ declared prediction and ``VelocityField`` for sampling. Three need more:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -88,6 +89,11 @@ def build_method(cfg: RunConfig, target: Dataset) -> Method:
         return Method(make_interpolant(p.interpolant, gamma=p.gamma, gamma_scale=p.gamma_scale),
                       "velocity")
     if p.name == "kinetic-optimal":
+        if cfg.train.prediction == "velocity":
+            warnings.warn("path kinetic-optimal with a velocity-prediction network trained "
+                          "poorly here (the conditional velocity's variance explodes where the "
+                          "path moves fast; benchmarks/kinetic_optimal.py); consider "
+                          "train.prediction: x1", UserWarning, stacklevel=2)
         path = KineticOptimalPath.from_data(target.train, generator=cfg.seed)
         return Method(path, cfg.train.prediction, data_scale=float(path.data_scale))
     if p.name == "pfgmpp":
