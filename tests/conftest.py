@@ -16,5 +16,11 @@ for folder in sorted(p for p in Path(__file__).parent.iterdir() if p.is_dir()):
         sys.path.append(str(folder))
 
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# CI runs the same property-test examples every time (repeatable verdicts); local runs explore.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
