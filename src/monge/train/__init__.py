@@ -1,5 +1,6 @@
 """Training: objectives, time samplers, the trainer with EMA, checkpoints and resume."""
 
+from monge.train import distributed
 from monge.train.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from monge.train.losses import WEIGHTINGS, FlowMatchingLoss, LossOutput
 from monge.train.time_samplers import (
@@ -12,4 +13,5 @@ from monge.train.trainer import CHECKPOINT_NAME, LOG_NAME, Trainer, TrainerConfi
 
 __all__ = ["CHECKPOINT_NAME", "LOG_NAME", "WEIGHTINGS", "FlowMatchingLoss", "LogitNormalTime",
            "LossOutput", "TimeSampler", "TrainResult", "Trainer", "TrainerConfig", "UniformTime",
-           "atomic_write_bytes", "load_checkpoint", "make_time_sampler", "save_checkpoint"]
+           "atomic_write_bytes", "distributed", "load_checkpoint", "make_time_sampler",
+           "save_checkpoint"]

@@ -6,8 +6,9 @@ Every random draw (batches, times, label dropout) comes from one ``torch.Generat
 checkpointed, so ``fit(resume=True)`` continues bit-for-bit: N steps + resume + N steps gives the
 same weights as 2N steps.
 
-Only process 0 writes logs and checkpoints when torch.distributed is initialised; the loop itself
-is unchanged (a DDP-wrapped model works as the ``model`` argument).
+Under torch.distributed (see :mod:`monge.train.distributed`) every process runs this same loop on
+a DDP-wrapped model with its own generator (seed + rank); process 0 writes logs and checkpoints,
+which hold every rank's generator state so that a multi-process resume is exact too.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from monge._checks import make_generator
-from monge.errors import InputError
+from monge.errors import DataError, InputError
+from monge.train import distributed
 from monge.train.checkpoint import (
     load_checkpoint,
     optimizer_from_tensors,
@@ -121,7 +122,7 @@ def ema_with_warmup(decay: float):
 
 
 def _is_main() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return distributed.current().is_main
 
 
 class Trainer:
@@ -153,7 +154,8 @@ class Trainer:
                                            weight_decay=config.weight_decay)
         self.ema = (AveragedModel(self.base_model, multi_avg_fn=ema_with_warmup(
             config.ema_decay), use_buffers=True) if config.ema_decay > 0 else None)
-        self.generator = make_generator(config.seed, self.device)
+        self.dist = distributed.current()
+        self.generator = make_generator(config.seed + self.dist.rank, self.device)
         self.step = 0
 
     @property
@@ -177,7 +179,9 @@ class Trainer:
             tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         opt_t, opt_meta = optimizer_to_tensors(self.optimizer)
         tensors.update(opt_t)
-        tensors["rng.train"] = self.generator.get_state()
+        states = distributed.gather_tensor(self.generator.get_state().to(self.device),
+                                           self.dist)
+        tensors.update({f"rng.train.{r}": st.cpu() for r, st in enumerate(states)})
         tensors["rng.torch"] = torch.get_rng_state()
         state = {"step": self.step, "trainer": asdict(self.config), "optimizer": opt_meta,
                  **self.metadata}
@@ -185,10 +189,12 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write the checkpoint now (process 0 only)."""
-        if self.checkpoint_path is None or not _is_main():
+        if self.checkpoint_path is None:
             return None
-        tensors, state = self.state_tensors()
-        return save_checkpoint(self.checkpoint_path, tensors, state)
+        tensors, state = self.state_tensors()  # collective under DDP: every rank takes part
+        path = save_checkpoint(self.checkpoint_path, tensors, state) if _is_main() else None
+        distributed.barrier(self.dist)
+        return path
 
     def load(self, path: str | Path) -> int:
         """Restore model, EMA, optimizer, RNG and step from a checkpoint; return the step."""
@@ -200,7 +206,11 @@ class Trainer:
             if ema_sd:
                 self.ema.load_state_dict(ema_sd)
         optimizer_from_tensors(self.optimizer, tensors, state["optimizer"])
-        self.generator.set_state(tensors["rng.train"])
+        key = f"rng.train.{self.dist.rank}"
+        if key not in tensors:
+            raise DataError(f"{path}: no generator state for rank {self.dist.rank} (checkpoint "
+                            "written with fewer processes)")
+        self.generator.set_state(tensors[key].to(self.generator.get_state().device))
         torch.set_rng_state(tensors["rng.torch"])
         self.step = int(state["step"])
         return self.step
