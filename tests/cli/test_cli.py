@@ -184,3 +184,23 @@ def test_non_gaussian_source_needs_linear_path(tmp_path):
     res = runner.invoke(app, ["run", "--quiet", "--steps", "5", "--path", "vp", "--out",
                               str(tmp_path)])
     assert res.exit_code != 0 and "Gaussian source" in res.output
+
+
+def test_torchrun_two_processes_gloo(tmp_path):
+    """`torchrun -m monge run` trains data-parallel on CPU (gloo); rank 0 writes the report."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = _write_config(tmp_path / "c.yaml", tmp_path / "o", steps=40, evaluation=LIGHT_EVAL)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "monge",
+                           "run", str(cfg), "--quiet"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["steps"] == 40 and np.isfinite(m["evaluations"][0]["w2"])
+    tensors, _ = load_checkpoint(tmp_path / "o" / "checkpoint.safetensors")
+    assert {"rng.train.0", "rng.train.1"} <= set(tensors)

@@ -79,7 +79,7 @@ def run(
             overrides[key] = value
     cfg = load_config(config, overrides)
     metrics = run_experiment(cfg, resume=resume, progress=not quiet, device=device)
-    if not quiet:
+    if not quiet and metrics:  # under torchrun only process 0 returns metrics
         _print_evaluations(metrics)
         typer.echo(f"report: {Path(cfg.out) / 'report.md'}")
 

@@ -37,7 +37,7 @@ from monge.metrics import (
 )
 from monge.models import build_model, count_parameters
 from monge.solvers import PIController, SolveResult, integrate, make_solver
-from monge.train import CHECKPOINT_NAME, LOG_NAME, Trainer, TrainerConfig
+from monge.train import CHECKPOINT_NAME, LOG_NAME, Trainer, TrainerConfig, distributed
 from monge.train import load_checkpoint as _load_ckpt
 
 
@@ -240,7 +240,9 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
 
 def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool,
            device: str | torch.device) -> tuple[Components, Trainer, Any]:
-    """Build the components of ``cfg`` and train them, checkpointing into ``out``."""
+    """Build the components of ``cfg`` and train them, checkpointing into ``out`` (data-parallel
+    over the processes of a torchrun launch)."""
+    info = distributed.current()
     comp = build_components(cfg, device)
     tc = cfg.train
     trainer_cfg = TrainerConfig(
@@ -250,12 +252,14 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool,
         seed=cfg.seed)
     metadata = {"monge_version": monge.__version__, "run_config": cfg.model_dump(mode="json"),
                 "shape": list(comp.target.shape), "num_classes": comp.num_classes}
-    trainer = Trainer(comp.model, comp.loss, _batch_sampler(comp, device), trainer_cfg,
-                      out_dir=out, metadata=metadata, progress=progress, device=device)
-    if progress:
+    trainer = Trainer(distributed.wrap(comp.model, info), comp.loss,
+                      _batch_sampler(comp, device), trainer_cfg, out_dir=out, metadata=metadata,
+                      progress=progress and info.is_main, device=device)
+    if progress and info.is_main:
         print(f"monge run: {cfg.source} -> {cfg.target}, {type(comp.model).__name__} "
               f"({count_parameters(comp.model):,} parameters), path {cfg.path.name}, coupling "
-              f"{cfg.coupling}, {tc.steps} steps, output {out}")
+              f"{cfg.coupling}, {tc.steps} steps"
+              + (f" × {info.world_size} processes" if info.enabled else "") + f", output {out}")
     return comp, trainer, trainer.fit(resume=resume)
 
 
@@ -339,7 +343,14 @@ def _comparison_row(name: str, records: list[dict], stats: dict, seconds: float,
 
 def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
                    device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Train, evaluate and report. Returns the metrics written to ``metrics.json``."""
+    """Train, evaluate and report. Returns the metrics written to ``metrics.json``.
+
+    Under ``torchrun`` every process trains (DDP); process 0 alone evaluates and writes the
+    report, and the others return an empty dict.
+    """
+    info = distributed.init_from_env(device)
+    if info.enabled and torch.device(device).type == "cuda":
+        device = f"cuda:{info.local_rank}"
     out = Path(cfg.out)
     if resume and (out / CHECKPOINT_NAME).exists():
         _check_resumable(cfg, out / CHECKPOINT_NAME)
@@ -347,6 +358,8 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
     t_start = time.perf_counter()
     comp, trainer, result = _train(cfg, out, resume=resume, progress=progress, device=device)
     tc = cfg.train
+    if not info.is_main:
+        return {}
 
     # ---- evaluation on held-out data -------------------------------------------------------
     ev = _eval_set(cfg, comp, device)
@@ -374,7 +387,10 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
         "resumed_from": result.resumed_from, "n_eval": m, **reference, **path_stats,
         "evaluations": evaluations,
     }
-    if cfg.compare.couplings:
+    if cfg.compare.couplings and info.enabled:
+        print("coupling comparison skipped: it trains single-process models (run without "
+              "torchrun to get it)")
+    elif cfg.compare.couplings:
         compare_nfe = cfg.compare.nfe
         main_records = [e for e in evaluations if e["solver"] == "euler"
                         and e["nfe"] in compare_nfe]
