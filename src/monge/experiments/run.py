@@ -442,7 +442,8 @@ def _comparison_section(metrics: dict[str, Any]) -> list[str]:
             f"{r['train_seconds_per_1k']:.2f} |" for r in rows]
     return ["## Couplings compared (Euler; same model, steps and data)", "", head, sep, *body,
             "", f"Held-out floor W2 {metrics['reference_w2']:.4f}. Lower straightness means "
-            "straighter paths (1-step sampling is exact at 0).", ""]
+            "straighter paths (1-step sampling is exact at 0). The first row's training time "
+            "includes one-off start-up costs (imports, first optimiser step).", ""]
 
 
 def render_report(cfg: RunConfig, metrics: dict[str, Any]) -> str:
