@@ -194,6 +194,18 @@ def finish(p_full: Problem, P: torch.Tensor, f: torch.Tensor, g: torch.Tensor, e
         tol=tol, info=info, flags=flags)
 
 
+def start_solve(p_full: Problem, eps_abs: float, init, max_time: float | None):
+    """Shared start of the entropic solvers: precision flags, zero-mass rows/columns stripped,
+    initial potentials and the wall-clock deadline."""
+    flags: list[str] = []
+    check_eps_precision(eps_abs, p_full.C, flags)
+    p, ra, rb = _strip_zero_mass(p_full)
+    if ra is not None and init is not None:
+        raise InputError("init: warm starts are not supported with zero-mass marginal entries")
+    deadline = math.inf if max_time is None else time.perf_counter() + max_time
+    return flags, p, ra, rb, initial_state(p, init), deadline
+
+
 def initial_state(p: Problem, init) -> _State:
     """Potentials to start from: a warm start ``(f, g)`` / :class:`OTResult`, else c-transforms."""
     if init is None:
@@ -278,13 +290,7 @@ def sinkhorn(a, b, C, eps: float = 0.05, *, eps_scale: EpsScale = "absolute",
     check_positive_float(annealing_factor, "annealing_factor")
     if annealing and not annealing_factor < 1:
         raise InputError(f"annealing_factor: must be in (0, 1), got {annealing_factor}")
-    flags: list[str] = []
-    check_eps_precision(eps_abs, p_full.C, flags)
-    p, ra, rb = _strip_zero_mass(p_full)
-    if ra is not None and init is not None:
-        raise InputError("init: warm starts are not supported with zero-mass marginal entries")
-    st = initial_state(p, init)
-    deadline = math.inf if max_time is None else time.perf_counter() + max_time
+    flags, p, ra, rb, st, deadline = start_solve(p_full, eps_abs, init, max_time)
     if annealing:
         eps_start = max(eps_abs, float((p.C.amax((-2, -1)) - p.C.amin((-2, -1))).max()))
         anneal(st, p, eps_abs, eps_start, annealing_factor, check_every, kernel, deadline,

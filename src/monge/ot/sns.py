@@ -14,7 +14,6 @@ from monge.errors import InputError
 from monge.ot._problem import (
     EpsScale,
     Problem,
-    check_eps_precision,
     check_positive_float,
     check_positive_int,
     default_tol,
@@ -25,13 +24,12 @@ from monge.ot._result import OTResult
 from monge.ot.sinkhorn import (
     Kernel,
     _State,
-    _strip_zero_mass,
     anneal,
     embed,
     entropic_plan,
     finish,
-    initial_state,
     run_sinkhorn,
+    start_solve,
 )
 
 Sparsify = Literal["row_mass", "row_topk", "global"]
@@ -288,13 +286,7 @@ def sinkhorn_newton_sparse(
                                                                               "cg_max_iter")
     check_positive_float(mass_delta, "mass_delta")
     switch = tol if switch_tol is None else check_positive_float(switch_tol, "switch_tol")
-    flags: list[str] = []
-    check_eps_precision(eps_abs, p_full.C, flags)
-    p, ra, rb = _strip_zero_mass(p_full)
-    if ra is not None and init is not None:
-        raise InputError("init: warm starts are not supported with zero-mass marginal entries")
-    st0 = initial_state(p, init)
-    deadline = math.inf if max_time is None else time.perf_counter() + max_time
+    flags, p, ra, rb, st0, deadline = start_solve(p_full, eps_abs, init, max_time)
     stats: dict = {"warmup_iterations": 0, "newton_iterations": 0, "nnz": [],
                    "cg_iterations": [], "steps": [], "fallbacks": 0, "switch_rule": []}
     fs, gs, history = [], [], []
