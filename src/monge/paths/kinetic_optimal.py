@@ -184,6 +184,24 @@ def _g_of_theta(theta: Tensor, snr: Tensor, separation: Tensor) -> Tensor:
     return g.clamp(0.0, 1.0)
 
 
+def _separation_curve(snr: object | None, separation: object | None) -> tuple[Tensor, Tensor]:
+    """Validated (SNR grid, λ) as float64 CPU tensors, λ clamped to [0, 1]; λ ≡ 1 when omitted."""
+    if snr is None:
+        return (torch.tensor([0.0, 1.0], dtype=torch.float64),
+                torch.ones(2, dtype=torch.float64))
+    snr_t = as_tensor(snr, "snr", dtype=torch.float64).reshape(-1).cpu()
+    lam = as_tensor(separation, "separation", dtype=torch.float64).reshape(-1).cpu()
+    check_finite(snr_t, "snr")
+    check_finite(lam, "separation")
+    if snr_t.shape != lam.shape or snr_t.numel() < 2:
+        raise InputError("snr and separation: expected two 1-D arrays of the same length >= 2")
+    if bool((snr_t < 0).any()) or bool((snr_t.diff() <= 0).any()):
+        raise InputError("snr: expected a strictly increasing grid of values >= 0")
+    if bool((lam < -1e-6).any()) or bool((lam > 1 + 1e-6).any()):
+        raise InputError("separation: λ(s) must lie in [0, 1]")
+    return snr_t, lam.clamp(0.0, 1.0)
+
+
 def _hermite(xk: Tensor, yk: Tensor, mk: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     """Cubic Hermite interpolant and its exact derivative at x (float64, clamped to the range)."""
     x = x.clamp(float(xk[0]), float(xk[-1]))
@@ -239,22 +257,7 @@ class KineticOptimalPath(AffinePath):
             raise InputError("KineticOptimalPath: n_theta and n_time must be at least 3")
         if not 0.0 < h_floor < 1.0:
             raise InputError(f"h_floor: expected a value in (0, 1), got {h_floor}")
-        if snr is None:
-            snr_t = torch.tensor([0.0, 1.0], dtype=torch.float64)
-            lam = torch.ones(2, dtype=torch.float64)
-        else:
-            snr_t = as_tensor(snr, "snr", dtype=torch.float64).reshape(-1).cpu()
-            lam = as_tensor(separation, "separation", dtype=torch.float64).reshape(-1).cpu()
-            check_finite(snr_t, "snr")
-            check_finite(lam, "separation")
-            if snr_t.shape != lam.shape or snr_t.numel() < 2:
-                raise InputError("snr and separation: expected two 1-D arrays of the same "
-                                 "length >= 2")
-            if bool((snr_t < 0).any()) or bool((snr_t.diff() <= 0).any()):
-                raise InputError("snr: expected a strictly increasing grid of values >= 0")
-            if bool((lam < -1e-6).any()) or bool((lam > 1 + 1e-6).any()):
-                raise InputError("separation: λ(s) must lie in [0, 1]")
-        self.snr, self.separation = snr_t, lam.clamp(0.0, 1.0)
+        self.snr, self.separation = _separation_curve(snr, separation)
         self.h_floor = h_floor
         self._build(n_theta, n_time)
 
@@ -401,15 +404,10 @@ def path_kinetic_energy(path: AffinePath, snr: object | None = None,
     """
     if (snr is None) != (separation is None):
         raise InputError("path_kinetic_energy: give both snr and separation, or neither")
-    if snr is None:
-        snr_t = torch.tensor([0.0, 1.0], dtype=torch.float64)
-        lam = torch.ones(2, dtype=torch.float64)
-    else:
-        snr_t = as_tensor(snr, "snr", dtype=torch.float64).reshape(-1).cpu()
-        lam = as_tensor(separation, "separation", dtype=torch.float64).reshape(-1).cpu()
+    snr_t, lam = _separation_curve(snr, separation)
     t = (torch.arange(n, dtype=torch.float64) + 0.5) / n
     a, s, da, ds = path.alpha(t), path.sigma(t), path.d_alpha(t), path.d_sigma(t)
-    g = _g_of_theta(torch.atan2(a, s), snr_t, lam.clamp(0.0, 1.0))
+    g = _g_of_theta(torch.atan2(a, s), snr_t, lam)
     integrand = da**2 + ds**2 - (da * s - a * ds) ** 2 * g / (a**2 + s**2)
     return float(integrand.mean())
 
