@@ -10,7 +10,7 @@ import torch
 from _ddp_worker import CONFIG, make_model, sample_batch
 from safetensors.torch import load_file
 
-from monge._checks import make_generator
+from monge.core.checks import make_generator
 from monge.paths import LinearPath
 from monge.train import FlowMatchingLoss, TrainerConfig, load_checkpoint
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from monge._checks import check_same_batch
+from monge.core.checks import check_same_batch
 
 
 @dataclass

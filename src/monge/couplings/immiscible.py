@@ -16,7 +16,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from monge._checks import as_tensor, check_finite, make_generator
+from monge.core.checks import as_tensor, check_finite, make_generator
 from monge.couplings._costs import (
     check_cost_kind,
     check_positive,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from monge._checks import as_tensor, check_finite
+from monge.core.checks import as_tensor, check_finite
 from monge.errors import InputError
 
 # Budget for one block of a pairwise-distance matrix (bytes); keeps 5000 x 5000 and beyond

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -27,7 +26,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from monge._checks import as_tensor, check_finite
+from monge.core.checks import as_tensor, check_finite
+from monge.core.io import atomic_path
 from monge.errors import InputError
 
 CLASSIFIER_VERSION = "digits-cnn-v1"
@@ -143,18 +143,11 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
 
 
 def _save_atomic(model: DigitsClassifier, path: Path, accuracy: float) -> None:
-    """Write the weights as safetensors via a temp file in the same folder + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(tensors, tmp, metadata={"version": CLASSIFIER_VERSION,
-                                          "held_out_accuracy": f"{accuracy:.6f}"})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write the weights as safetensors, atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"version": CLASSIFIER_VERSION,
+                                               "held_out_accuracy": f"{accuracy:.6f}"})
 
 
 def _load(path: Path) -> DigitsClassifier:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from monge._checks import as_tensor, check_finite
+from monge.core.checks import as_tensor, check_finite
 from monge.errors import InputError
 
 

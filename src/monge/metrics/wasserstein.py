@@ -22,7 +22,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from monge._checks import make_generator
+from monge.core.checks import make_generator
 from monge.errors import ConvergenceWarning, InputError
 from monge.metrics._samples import as_sample_pair
 from monge.metrics.trajectory import transport_cost

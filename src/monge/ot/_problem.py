@@ -9,7 +9,7 @@ from typing import Literal
 
 import torch
 
-from monge._checks import as_tensor, check_finite
+from monge.core.checks import as_tensor, check_finite
 from monge.errors import InputError
 
 EpsScale = Literal["absolute", "max_cost"]

@@ -9,7 +9,7 @@ import ot
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from monge._checks import as_tensor, check_finite
+from monge.core.checks import as_tensor, check_finite
 from monge.errors import ConvergenceWarning, InputError
 from monge.ot._problem import marginal_error, prepare
 from monge.ot._result import OTResult

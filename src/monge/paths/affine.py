@@ -27,26 +27,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from monge.core.tensors import as_time, broadcast_to_batch
 from monge.errors import InputError
 
 Prediction = Literal["velocity", "x1", "epsilon", "score"]
 PREDICTIONS: tuple[str, ...] = ("velocity", "x1", "epsilon", "score")
-
-
-def _as_time(t: Tensor | float, like: Tensor | None = None) -> Tensor:
-    """Time as a float64 tensor (on ``like``'s device when given)."""
-    device = like.device if like is not None else None
-    if isinstance(t, Tensor):
-        return t.to(dtype=torch.float64, device=device or t.device)
-    return torch.tensor(float(t), dtype=torch.float64, device=device)
-
-
-def _bcast(coef: Tensor, x: Tensor) -> Tensor:
-    """Broadcast a per-sample coefficient of shape [B] (or scalar) against x [B, ...]."""
-    coef = coef.to(dtype=x.dtype, device=x.device)
-    if coef.ndim == 0:
-        return coef
-    return coef.reshape(coef.shape[0], *([1] * (x.ndim - 1)))
 
 
 class AffinePath(ABC):
@@ -73,7 +58,7 @@ class AffinePath(ABC):
 
     def log_snr(self, t: Tensor | float) -> Tensor:
         """λ(t) = log(α(t)/σ(t)), increasing from noise to data."""
-        t = _as_time(t)
+        t = as_time(t)
         return torch.log(self.alpha(t)) - torch.log(self.sigma(t))
 
     @property
@@ -83,8 +68,8 @@ class AffinePath(ABC):
 
     def coefficients(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(α, σ, α̇, σ̇) at t, cast to x's dtype/device and broadcast against x."""
-        t64 = _as_time(t, x)
-        return tuple(_bcast(f(t64), x) for f in (self.alpha, self.sigma, self.d_alpha,
+        t64 = as_time(t, x)
+        return tuple(broadcast_to_batch(f(t64), x) for f in (self.alpha, self.sigma, self.d_alpha,
                                                  self.d_sigma))  # type: ignore[return-value]
 
     # --- sampling the path ---------------------------------------------------------------------

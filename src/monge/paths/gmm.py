@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from monge.core.tensors import as_time
 from monge.errors import InputError
-from monge.paths.affine import AffinePath, _as_time
+from monge.paths.affine import AffinePath
 
 
 @dataclass
@@ -71,7 +72,7 @@ class GaussianMixture:
     def _marginal(self, x: Tensor, t: Tensor | float, path: AffinePath):
         """Responsibilities and per-component quantities of p_t at x (float64)."""
         x64 = x.to(torch.float64).reshape(x.shape[0], -1)
-        t64 = _as_time(t).to(x64.device)
+        t64 = as_time(t).to(x64.device)
         if t64.ndim == 0:
             t64 = t64.expand(x64.shape[0])
         a = path.alpha(t64)[:, None, None]

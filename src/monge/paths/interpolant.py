@@ -44,9 +44,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from monge._checks import as_tensor, check_finite, check_ndim, check_same_batch
+from monge.core.checks import as_tensor, check_finite, check_ndim, check_same_batch
+from monge.core.tensors import as_time, broadcast_to_batch
 from monge.errors import InputError
-from monge.paths.affine import AffinePath, _as_time, _bcast
+from monge.paths.affine import AffinePath
 
 InterpolantTarget = Literal["velocity", "interpolant_velocity", "denoiser", "score"]
 INTERPOLANT_TARGETS: tuple[str, ...] = ("velocity", "interpolant_velocity", "denoiser", "score")
@@ -291,17 +292,18 @@ class StochasticInterpolant:
     # --- schedule ------------------------------------------------------------------------------
     def coefficients(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, ...]:
         """(a, b, γ, ȧ, ḃ, γ̇) at t, cast to x's dtype/device and broadcast against x."""
-        t64 = _as_time(t, x)
+        t64 = as_time(t, x)
         i, g = self.interpolant, self.gamma_fn
-        return tuple(_bcast(f(t64), x) for f in (i.a, i.b, g.gamma, i.d_a, i.d_b, g.d_gamma))
+        coefs = (i.a, i.b, g.gamma, i.d_a, i.d_b, g.d_gamma)
+        return tuple(broadcast_to_batch(f(t64), x) for f in coefs)
 
     def gamma(self, t: Tensor | float) -> Tensor:
         """γ(t) in float64."""
-        return self.gamma_fn.gamma(_as_time(t))
+        return self.gamma_fn.gamma(as_time(t))
 
     def d_gamma(self, t: Tensor | float) -> Tensor:
         """γ̇(t) in float64."""
-        return self.gamma_fn.d_gamma(_as_time(t))
+        return self.gamma_fn.d_gamma(as_time(t))
 
     # --- sampling ------------------------------------------------------------------------------
     def mean_part(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
@@ -358,15 +360,15 @@ class StochasticInterpolant:
     # --- conversions between fields at fixed (x, t) ---------------------------------------------
     def denoiser_to_score(self, eta: Tensor, t: Tensor) -> Tensor:
         """s = −η_z/γ(t) (divides by γ: keep t away from the ends)."""
-        return -eta / _bcast(self.gamma(t).to(eta.device), eta)
+        return -eta / broadcast_to_batch(self.gamma(t).to(eta.device), eta)
 
     def score_to_denoiser(self, score: Tensor, t: Tensor) -> Tensor:
         """η_z = −γ(t)·s."""
-        return -_bcast(self.gamma(t).to(score.device), score) * score
+        return -broadcast_to_batch(self.gamma(t).to(score.device), score) * score
 
     def velocity_from_parts(self, v: Tensor, eta: Tensor, t: Tensor) -> Tensor:
         """b = v + γ̇(t)·η_z (the paper's recommended split)."""
-        return v + _bcast(self.d_gamma(t).to(v.device), v) * eta
+        return v + broadcast_to_batch(self.d_gamma(t).to(v.device), v) * eta
 
     def as_affine_path(self) -> AffinePath:
         """The equivalent :class:`AffinePath` (α = b(t), σ = a(t)); needs γ ≡ 0."""
@@ -479,7 +481,7 @@ class GaussianInterpolant:
         return self.mean0.shape[0]
 
     def _terms(self, t: Tensor | float):
-        t64 = _as_time(t).reshape(-1)
+        t64 = as_time(t).reshape(-1)
         i, g = self.si.interpolant, self.si.gamma_fn
         a, b, da, db = (f(t64)[:, None, None] for f in (i.a, i.b, i.d_a, i.d_b))
         gg, ggd = g.gamma(t64)[:, None, None], g.gamma_d_gamma(t64)[:, None, None]
@@ -499,7 +501,7 @@ class GaussianInterpolant:
         """x in float64 and the moments at t; one shared time (the solvers' case) is computed
         once and broadcast, per-sample times give [B, D, D] matrices."""
         x64 = x.to(torch.float64)
-        t64 = _as_time(t).to("cpu").reshape(-1)
+        t64 = as_time(t).to("cpu").reshape(-1)
         if t64.numel() > 1 and bool((t64 == t64[0]).all()):
             t64 = t64[:1]
         mean, d_mean, cov, cross = self._terms(t64)
@@ -526,7 +528,7 @@ class GaussianInterpolant:
 
     def denoiser(self, x: Tensor, t: Tensor | float) -> Tensor:
         """η_z(t, x) = −γ(t)·s(t, x)."""
-        t64 = _as_time(t).to(x.device)
+        t64 = as_time(t).to(x.device)
         g = self.si.gamma_fn.gamma(t64)
         g = g[:, None] if g.ndim == 1 else g
         return (-g * self.score(x, t).to(torch.float64)).to(x.dtype)

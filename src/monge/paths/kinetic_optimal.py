@@ -38,9 +38,10 @@ from scipy.interpolate import PchipInterpolator
 from sklearn.isotonic import IsotonicRegression
 from torch import Tensor
 
-from monge._checks import as_tensor, check_finite, make_generator
+from monge.core.checks import as_tensor, check_finite, make_generator
+from monge.core.tensors import as_time
 from monge.errors import InputError
-from monge.paths.affine import AffinePath, _as_time
+from monge.paths.affine import AffinePath
 
 
 @dataclass
@@ -173,7 +174,7 @@ def _g_of_theta(theta: Tensor, snr: Tensor, separation: Tensor) -> Tensor:
     g is interpolated linearly in log s between the estimates, held at its first value below the
     grid and at its last value above it (a Gaussian-like tail, 1 − λ ∝ 1/(1 + s²)).
     """
-    theta = _as_time(theta)
+    theta = as_time(theta)
     s = torch.tan(theta.clamp(0.0, math.pi / 2 - 1e-12))
     g_nodes = ((1.0 - separation) * (1.0 + snr**2)).cpu()
     log_nodes = torch.log(snr.clamp_min(1e-300)).cpu()
@@ -298,7 +299,7 @@ class KineticOptimalPath(AffinePath):
         return self._cache[device]
 
     def _eval(self, t: Tensor, which: str, derivative: bool) -> Tensor:
-        t = _as_time(t)
+        t = as_time(t)
         tk, ak, mak, sk, msk = self._tables(t.device)
         yk, mk = (ak, mak) if which == "alpha" else (sk, msk)
         val, der = _hermite(tk, yk, mk, t.reshape(-1))

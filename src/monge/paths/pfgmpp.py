@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from monge._checks import as_tensor, check_finite, make_generator
+from monge.core.checks import as_tensor, check_finite, make_generator
+from monge.core.tensors import as_time, broadcast_to_batch
 from monge.errors import InputError
-from monge.paths.affine import EDMPath, _as_time, _bcast
+from monge.paths.affine import EDMPath
 from monge.paths.field import VelocityField
 from monge.solvers import Heun, Solver, SolveResult, integrate
 
@@ -143,13 +144,13 @@ class PFGMPPPath(EDMPath):
         n, N = shape[0], math.prod(shape[1:])
         ratio = sample_radius_ratio(n, N, self.D, generator).to(device)
         u = z / z.flatten(1).norm(dim=1).clamp_min(1e-300).reshape(n, *([1] * (len(shape) - 1)))
-        return (_bcast(ratio, u) * u).to(dtype)
+        return (broadcast_to_batch(ratio, u) * u).to(dtype)
 
     def perturb(self, x1: Tensor, sigma: Tensor | float, *,
                 generator: torch.Generator | None = None) -> Tensor:
         """x = x1 + σ·x0: a draw from the kernel around x1 at noise level σ (per-sample [B])."""
         x0 = self.noise(x1.shape, generator=generator, dtype=x1.dtype, device=x1.device)
-        return x1 + _bcast(_as_time(sigma, x1), x1) * x0
+        return x1 + broadcast_to_batch(as_time(sigma, x1), x1) * x0
 
     def prior_sample(self, shape: tuple[int, ...] | torch.Size, *,
                      generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
@@ -160,7 +161,7 @@ class PFGMPPPath(EDMPath):
 
     def sigma_to_t(self, sigma: Tensor | float) -> Tensor:
         """Inverse of σ(t) (float64); σ outside [σ_min, σ_max] maps outside [0, 1]."""
-        sigma = _as_time(sigma)
+        sigma = as_time(sigma)
         return (sigma ** (1.0 / self.rho) - self._hi) / (self._lo - self._hi)
 
     def sigma_grid(self, num_steps: int) -> Tensor:
@@ -179,7 +180,7 @@ class PFGMPPPath(EDMPath):
         y64 = data.reshape(data.shape[0], -1).to(device=x.device, dtype=torch.float64)
         if y64.shape[1] != x64.shape[1]:
             raise InputError(f"data: dimension {y64.shape[1]} differs from x's {x64.shape[1]}")
-        sig = _as_time(sigma, x).reshape(-1, 1) if isinstance(sigma, Tensor) else torch.tensor(
+        sig = as_time(sigma, x).reshape(-1, 1) if isinstance(sigma, Tensor) else torch.tensor(
             float(sigma), dtype=torch.float64, device=x.device)
         d2 = torch.cdist(x64, y64).pow(2)
         N = x64.shape[1]
@@ -219,17 +220,17 @@ class EDMPreconditioner(nn.Module):
 
     def denoise(self, x: Tensor, sigma: Tensor, **cond: Any) -> Tensor:
         """D(x, σ) for per-sample noise levels σ [B]."""
-        sig = _as_time(sigma, x)
+        sig = as_time(sigma, x)
         sd2 = self.sigma_data**2
         c_skip = sd2 / (sig**2 + sd2)
         c_out = sig * self.sigma_data / torch.sqrt(sig**2 + sd2)
         c_in = 1.0 / torch.sqrt(sig**2 + sd2)
         c_noise = (torch.log(sig) / 4.0).to(x.dtype)
-        out = self.model(_bcast(c_in, x) * x, c_noise, **cond)
-        return _bcast(c_skip, x) * x + _bcast(c_out, x) * out
+        out = self.model(broadcast_to_batch(c_in, x) * x, c_noise, **cond)
+        return broadcast_to_batch(c_skip, x) * x + broadcast_to_batch(c_out, x) * out
 
     def forward(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        t64 = _as_time(t, x)
+        t64 = as_time(t, x)
         if t64.ndim == 0:
             t64 = t64.expand(x.shape[0])
         return self.denoise(x, self.path.sigma(t64), **cond)

@@ -24,8 +24,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from monge.core.tensors import broadcast_to_batch
 from monge.errors import InputError
-from monge.paths.affine import _bcast
 from monge.paths.interpolant import StochasticInterpolant
 from monge.solvers.base import Field, Solver, SolveResult
 from monge.solvers.fixed import Heun
@@ -105,7 +105,7 @@ def sde_drift(velocity: Field, score: Field | None, eps: Epsilon,
         return velocity
 
     def drift(x: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        e = _bcast(epsilon_at(eps, t), x)
+        e = broadcast_to_batch(epsilon_at(eps, t), x)
         return velocity(x, t, **cond) + sign * e * score(x, t, **cond)
 
     return drift

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from monge._checks import make_generator
+from monge.core.checks import make_generator
 from monge.solvers.base import Field, Solver, StepOutput, eval_field
 
 

@@ -13,10 +13,6 @@ Loading never unpickles anything: safetensors only holds raw tensors and strings
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,35 +20,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from monge.core.io import atomic_path, atomic_write_bytes
 from monge.errors import DataError
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``.
-
-    A crash at any moment leaves either the old file or the new one, never a torn file; the
-    temporary file is removed if the writer fails.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor],

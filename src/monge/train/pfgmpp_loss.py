@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from monge._checks import check_finite, check_same_batch
+from monge.core.checks import check_finite, check_same_batch
 from monge.errors import InputError
 from monge.paths.pfgmpp import PFGMPPPath
 from monge.train.conditioning import LabelConditioning

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from monge._checks import make_generator
+from monge.core.checks import make_generator
 from monge.errors import DataError, InputError
 from monge.train import distributed
 from monge.train.checkpoint import (
