@@ -34,7 +34,7 @@ from monge.data import TOY_DATASETS  # noqa: E402
 from monge.metrics import energy_distance, wasserstein2  # noqa: E402
 from monge.models import MLP  # noqa: E402
 from monge.paths.interpolant import GaussianInterpolant, make_interpolant  # noqa: E402
-from monge.solvers.interpolant_sde import (  # noqa: E402
+from monge.paths.interpolant_sampling import (  # noqa: E402
     GammaSquaredEpsilon,
     sample_interpolant,
     score_from_denoiser,

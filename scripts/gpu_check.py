@@ -23,7 +23,7 @@ import torch
 from monge.couplings import MinibatchOTCoupling
 from monge.models import MLP
 from monge.paths import GaussianMixture, LinearPath
-from monge.solvers import ODE_SOLVERS, PIController, integrate
+from monge.solvers import SOLVERS, PIController, integrate
 from monge.train import FlowMatchingLoss, Trainer, TrainerConfig
 
 
@@ -32,7 +32,7 @@ def check_solvers(dev: torch.device) -> None:
                           stds=torch.tensor([0.3, 0.5]))
     field = gmm.field(LinearPath())
     x0 = torch.randn(512, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    for name, cls in ODE_SOLVERS.items():
+    for name, cls in ((e.name, e.factory) for e in SOLVERS):
         kw = ({"controller": PIController(rtol=1e-7, atol=1e-7)} if name == "dopri5"
               else {"steps": 16})
         cpu = integrate(field, x0, cls(), **kw)

@@ -1,11 +1,17 @@
 """The solver protocol: one ``step()`` API for every ODE/SDE integrator.
 
 A solver advances a state x from time t to t_next for a field ``field(x, t, **cond)`` (t of shape
-[B]). It declares its ``order`` (a test measures it) and whether it is ``adaptive`` (it returns a
-local error estimate) or ``stochastic``. Solvers that carry information between steps (FSAL
-stages, multistep history, momentum) keep it in the opaque ``state`` returned by ``init`` and
-``step``; the integration loop only passes it along, so multistep and momentum methods need no
-change to the loop.
+[B]). The state is a tensor or a tuple of tensors (:mod:`monge.solvers.state`); a field on a tuple
+state returns the same structure. A solver declares its ``order`` (ODE order; a test measures it
+over the registry) and, for SDE solvers, ``strong_order`` and ``weak_order``; ``adaptive`` says it
+returns a local error estimate for a step-size controller. ``init`` sees the whole time grid (the
+fixed grid, or ``[t0, t1]`` for an adaptive solve), so a multistep method can plan its last steps.
+Information carried between steps (FSAL stages, multistep history, momentum, a generator) lives in
+the ``state`` returned by ``init`` and ``step``, never in ``self``: a solver object holds only its
+settings and can be reused for any number of solves.
+
+Solvers reach a schedule (log-SNR, α, σ) only through the field, by duck typing (a model wrapper
+from :mod:`monge.paths` exposes ``predict`` and ``path``); nothing here imports ``monge.paths``.
 """
 
 from __future__ import annotations
@@ -18,16 +24,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
-Field = Callable[..., Tensor]
+from monge.solvers.state import State, first
+
+Field = Callable[..., Any]
+"""``field(x, t, **cond) -> dx/dt`` with t of shape [B]; x and the result share one structure."""
 
 
-def eval_field(field: Field, x: Tensor, t: float | Tensor, cond: dict[str, Any]) -> Tensor:
-    """Call ``field(x, t_batch, **cond)`` with a scalar time expanded to shape [B]."""
+def batch_times(x: State, t: float | Tensor) -> Tensor:
+    """A scalar time as a [B] tensor in the dtype/device of the state's leading tensor."""
+    x0 = first(x)
     if isinstance(t, Tensor) and t.ndim == 1:
-        tb = t.to(dtype=x.dtype, device=x.device)
-    else:
-        tb = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
-    return field(x, tb, **cond)
+        return t.to(dtype=x0.dtype, device=x0.device)
+    return torch.full((x0.shape[0],), float(t), dtype=x0.dtype, device=x0.device)
+
+
+def eval_field(field: Field, x: State, t: float | Tensor, cond: dict[str, Any]) -> State:
+    """Call ``field(x, t_batch, **cond)`` with a scalar time expanded to shape [B]."""
+    return field(x, batch_times(x, t), **cond)
 
 
 @dataclass
@@ -37,35 +50,45 @@ class StepOutput:
     Attributes:
         x: state at t_next.
         nfe: field evaluations spent in this step.
-        error: for adaptive solvers, the local error estimate (same shape as x), else None.
+        error: for adaptive solvers, the local error estimate (same structure as x), else None.
         state: solver state to pass to the next step (FSAL stages, history, momentum).
+        denoised: the model's clean-data prediction x̂1 at the step's start, when the step
+            obtained it (passed to the callback as ``denoised``).
     """
 
-    x: Tensor
+    x: State
     nfe: int
-    error: Tensor | None = None
+    error: State | None = None
     state: Any = None
+    denoised: Tensor | None = None
 
 
 class Solver(ABC):
     """Base class of every integrator.
 
-    Subclasses set ``order`` and implement ``step``. ``init`` may evaluate the field (and say so
-    through its NFE count) to prepare a state.
+    Subclasses set ``name``, ``order`` (and for SDEs ``strong_order``/``weak_order``) and
+    implement ``step``. ``init`` may evaluate the field (and says so through its NFE count).
     """
 
     name: str = "solver"
-    order: int = 1
+    order: float = 1
+    strong_order: float | None = None
+    weak_order: float | None = None
     nfe_per_step: int = 1
     adaptive: bool = False
     stochastic: bool = False
 
-    def init(self, field: Field, x: Tensor, t: float, cond: dict[str, Any]) -> tuple[Any, int]:
-        """Prepare the solver state at (x, t); return (state, nfe spent)."""
+    def init(self, field: Field, x: State, grid: Tensor, cond: dict[str, Any]
+             ) -> tuple[Any, int]:
+        """Prepare the solver state at (x, grid[0]); return (state, nfe spent).
+
+        Args:
+            grid: the float64 time grid of a fixed-step solve, or ``[t0, t1]`` for an adaptive one.
+        """
         return None, 0
 
     @abstractmethod
-    def step(self, field: Field, x: Tensor, t: float, t_next: float, state: Any,
+    def step(self, field: Field, x: State, t: float, t_next: float, state: Any,
              cond: dict[str, Any]) -> StepOutput:
         """Advance x from t to t_next (t_next < t integrates backward)."""
 
@@ -82,21 +105,22 @@ class SolveResult:
     """The outcome of an integration.
 
     Attributes:
-        x: final state.
-        nfe: total number of field evaluations.
+        x: final state (a tensor, or a tuple for a tuple state).
+        nfe: total number of field evaluations (network calls for a model wrapper).
         n_accepted: accepted steps.
         n_rejected: rejected steps (adaptive solvers).
         times: [T+1] times of the accepted grid (float64), t0 first.
         trajectory: [T+1, B, ...] states on that grid when requested, else None.
-        converged: False when an adaptive solve stopped early (max_steps or min_step).
-        message: why it stopped when it did not converge.
+        converged: False when the solve stopped early (max_steps, min_step) or its state is not
+            finite.
+        message: why, when it did not converge.
     """
 
-    x: Tensor
+    x: State
     nfe: int
     n_accepted: int
     n_rejected: int
     times: Tensor
-    trajectory: Tensor | None = None
+    trajectory: State | None = None
     converged: bool = True
     message: str = ""

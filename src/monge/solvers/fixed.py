@@ -1,8 +1,9 @@
 """Explicit fixed-step Runge–Kutta methods: Euler, midpoint, Heun, RK4.
 
-Each is a few lines over the shared :class:`~monge.solvers.base.Solver` API. Global error is
-O(h^order); cost is ``nfe_per_step`` field evaluations per step. Standard references: Hairer,
-Nørsett & Wanner, "Solving Ordinary Differential Equations I" (1993), §II.1.
+Each is a few lines over the shared :class:`~monge.solvers.base.Solver` API and works on tensor
+and tuple states alike. Global error is O(h^order); cost is ``nfe_per_step`` field evaluations per
+step. Standard references: Hairer, Nørsett & Wanner, "Solving Ordinary Differential Equations I"
+(1993), §II.1.
 """
 
 from __future__ import annotations
@@ -11,18 +12,27 @@ from typing import Any
 
 from torch import Tensor
 
-from monge.solvers.base import Field, Solver, StepOutput, eval_field
+from monge.solvers.base import Field, Solver, StepOutput, batch_times, eval_field
+from monge.solvers.state import State, combine
 
 
 class Euler(Solver):
-    """Forward Euler: x' = x + h·f(x, t). Order 1, 1 NFE per step."""
+    """Forward Euler: x' = x + h·f(x, t). Order 1, 1 NFE per step.
+
+    When the field is a model wrapper (it has ``predict``), the same network call also gives the
+    clean-data prediction x̂1, returned as the step's ``denoised``.
+    """
 
     name, order, nfe_per_step = "euler", 1, 1
 
-    def step(self, field: Field, x: Tensor, t: float, t_next: float, state: Any,
+    def step(self, field: Field, x: State, t: float, t_next: float, state: Any,
              cond: dict[str, Any]) -> StepOutput:
         h = t_next - t
-        return StepOutput(x + h * eval_field(field, x, t, cond), 1)
+        predict = getattr(field, "predict", None)
+        if predict is not None and isinstance(x, Tensor):
+            v, x1 = predict(("velocity", "x1"), x, batch_times(x, t), **cond)
+            return StepOutput(combine(x, [(h, v)]), 1, denoised=x1)
+        return StepOutput(combine(x, [(h, eval_field(field, x, t, cond))]), 1)
 
 
 class Midpoint(Solver):
@@ -30,12 +40,12 @@ class Midpoint(Solver):
 
     name, order, nfe_per_step = "midpoint", 2, 2
 
-    def step(self, field: Field, x: Tensor, t: float, t_next: float, state: Any,
+    def step(self, field: Field, x: State, t: float, t_next: float, state: Any,
              cond: dict[str, Any]) -> StepOutput:
         h = t_next - t
         k1 = eval_field(field, x, t, cond)
-        k2 = eval_field(field, x + 0.5 * h * k1, t + 0.5 * h, cond)
-        return StepOutput(x + h * k2, 2)
+        k2 = eval_field(field, combine(x, [(0.5 * h, k1)]), t + 0.5 * h, cond)
+        return StepOutput(combine(x, [(h, k2)]), 2)
 
 
 class Heun(Solver):
@@ -47,12 +57,12 @@ class Heun(Solver):
 
     name, order, nfe_per_step = "heun", 2, 2
 
-    def step(self, field: Field, x: Tensor, t: float, t_next: float, state: Any,
+    def step(self, field: Field, x: State, t: float, t_next: float, state: Any,
              cond: dict[str, Any]) -> StepOutput:
         h = t_next - t
         k1 = eval_field(field, x, t, cond)
-        k2 = eval_field(field, x + h * k1, t_next, cond)
-        return StepOutput(x + 0.5 * h * (k1 + k2), 2)
+        k2 = eval_field(field, combine(x, [(h, k1)]), t_next, cond)
+        return StepOutput(combine(x, [(0.5 * h, k1), (0.5 * h, k2)]), 2)
 
 
 class RK4(Solver):
@@ -60,11 +70,11 @@ class RK4(Solver):
 
     name, order, nfe_per_step = "rk4", 4, 4
 
-    def step(self, field: Field, x: Tensor, t: float, t_next: float, state: Any,
+    def step(self, field: Field, x: State, t: float, t_next: float, state: Any,
              cond: dict[str, Any]) -> StepOutput:
         h = t_next - t
         k1 = eval_field(field, x, t, cond)
-        k2 = eval_field(field, x + 0.5 * h * k1, t + 0.5 * h, cond)
-        k3 = eval_field(field, x + 0.5 * h * k2, t + 0.5 * h, cond)
-        k4 = eval_field(field, x + h * k3, t_next, cond)
-        return StepOutput(x + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4), 4)
+        k2 = eval_field(field, combine(x, [(0.5 * h, k1)]), t + 0.5 * h, cond)
+        k3 = eval_field(field, combine(x, [(0.5 * h, k2)]), t + 0.5 * h, cond)
+        k4 = eval_field(field, combine(x, [(h, k3)]), t_next, cond)
+        return StepOutput(combine(x, [(h / 6, k1), (h / 3, k2), (h / 3, k3), (h / 6, k4)]), 4)

@@ -26,14 +26,16 @@ class EulerMaruyama(Solver):
         generator: torch.Generator or seed for the Brownian increments (reproducible runs).
     """
 
-    name, order, stochastic = "euler_maruyama", 1, True
+    name, stochastic = "euler_maruyama", True
+    order, strong_order, weak_order = 1, 0.5, 1.0
 
     def __init__(self, diffusion: Callable[[float], float] | float,
                  generator: torch.Generator | int | None = None):
         self.diffusion = diffusion if callable(diffusion) else (lambda t, g=float(diffusion): g)
         self._seed = generator
 
-    def init(self, field: Field, x: Tensor, t: float, cond: dict[str, Any]) -> tuple[Any, int]:
+    def init(self, field: Field, x: Tensor, grid: Tensor, cond: dict[str, Any]
+             ) -> tuple[Any, int]:
         gen = self._seed if isinstance(self._seed, torch.Generator) else make_generator(
             self._seed, x.device)
         return gen, 0

@@ -22,7 +22,7 @@ example (one forward pass on a batch of 2B).
 
 One network per field: train b (``target="velocity"``) and η (``target="denoiser"``) or s
 (``target="score"``) as two separate trainings with the same :class:`~monge.train.Trainer`; the
-sampler (:mod:`monge.solvers.interpolant_sde`) combines them.
+sampler (:mod:`monge.paths.interpolant_sampling`) combines them.
 """
 
 from __future__ import annotations

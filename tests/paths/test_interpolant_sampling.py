@@ -6,8 +6,7 @@ import torch
 
 from monge.errors import InputError
 from monge.paths.interpolant import GaussianInterpolant, make_interpolant
-from monge.solvers import Euler, EulerMaruyama, integrate
-from monge.solvers.interpolant_sde import (
+from monge.paths.interpolant_sampling import (
     GammaSquaredEpsilon,
     make_epsilon,
     sample_interpolant,
@@ -15,6 +14,7 @@ from monge.solvers.interpolant_sde import (
     sde_diffusion,
     sde_drift,
 )
+from monge.solvers import Euler, EulerMaruyama, integrate
 
 S0 = torch.tensor([[1.0, 0.3], [0.3, 0.5]], dtype=torch.float64)
 S1 = torch.tensor([[0.25, -0.1], [-0.1, 0.6]], dtype=torch.float64)
