@@ -16,7 +16,10 @@ from typing import Annotated, Any
 import typer
 
 from monge.cli.ot_cmd import ot_command
+from monge.couplings import RUN_COUPLINGS
 from monge.errors import MongeError
+from monge.paths import PATHS
+from monge.solvers import SOLVERS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="monge: learn, sample and measure transport between distributions.")
@@ -59,8 +62,10 @@ def run(
     steps: Annotated[int | None, typer.Option(help="training steps")] = None,
     out: Annotated[str | None, typer.Option(help="output folder")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    coupling: Annotated[str | None, typer.Option(help="independent | ot")] = None,
-    path: Annotated[str | None, typer.Option(help="linear | vp | vp-cosine | ve | edm")] = None,
+    coupling: Annotated[str | None, typer.Option(help=" | ".join(RUN_COUPLINGS))] = None,
+    path: Annotated[str | None, typer.Option(
+        help=f"{PATHS.help_text()} (all but linear and interpolant need --source gaussian)")]
+    = None,
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint in --out")]
     = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
@@ -102,8 +107,7 @@ def _print_evaluations(metrics: dict[str, Any]) -> None:
 @friendly_errors
 def sample(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint.safetensors or its run folder")],
-    solver: Annotated[str, typer.Option(help="euler | midpoint | heun | rk4 | dopri5")]
-    = "heun",
+    solver: Annotated[str, typer.Option(help=SOLVERS.help_text())] = "heun",
     nfe: Annotated[int | None, typer.Option(
         help="NFE budget (default 8 for fixed-step solvers; dopri5 is adaptive without it)")]
     = None,
@@ -123,8 +127,9 @@ def sample(
     _threads()
     if n < 1:
         raise InputError(f"--n: must be positive, got {n}")
+    adaptive = SOLVERS.entry(solver).factory.adaptive
     trained = load_trained(checkpoint, device)
-    if nfe is None and solver != "dopri5":
+    if nfe is None and not adaptive:
         nfe = 8
     labels = None
     if label is not None:
@@ -144,7 +149,8 @@ def sample(
 @friendly_errors
 def eval_(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint.safetensors or its run folder")],
-    solver: Annotated[list[str] | None, typer.Option(help="solver(s) to evaluate")] = None,
+    solver: Annotated[list[str] | None, typer.Option(
+        help=f"solver(s) to evaluate: {SOLVERS.help_text()}")] = None,
     nfe: Annotated[list[int] | None, typer.Option(help="NFE budget(s)")] = None,
     n: Annotated[int | None, typer.Option(help="evaluation samples")] = None,
     out: Annotated[Path | None, typer.Option(help="write the records as JSON")] = None,
@@ -164,7 +170,8 @@ def eval_(
     specs = cfg.eval.solvers
     if solver:
         budgets = nfe or [8]
-        specs = [SolverSpec(solver=s, nfe=[] if s == "dopri5" else budgets) for s in solver]
+        specs = [SolverSpec(solver=s, nfe=[] if SOLVERS.entry(s).factory.adaptive else budgets)
+                 for s in solver]
     tgt = load_dataset(cfg.target, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
                        seed=cfg.seed, test_fraction=cfg.data.test_fraction)
     m = min(n or cfg.eval.n_samples, tgt.test.shape[0] // 2)

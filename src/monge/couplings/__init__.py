@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from monge.core.registry import Registry
 from monge.couplings.base import Coupling, IndependentCoupling, Pairing
 from monge.couplings.immiscible import (
     ImmiscibleAssignmentCoupling,
@@ -34,29 +35,37 @@ from monge.couplings.weighted import (
 )
 from monge.errors import InputError
 
-COUPLINGS: dict[str, type[Coupling]] = {
-    "independent": IndependentCoupling,
-    "ot": MinibatchOTCoupling,
-    "sinkhorn": SinkhornCoupling,
-    "label-ot": LabelOTCoupling,
-    "wcfm": WeightedCoupling,
-    "immiscible-la": ImmiscibleAssignmentCoupling,
-    "immiscible-knn": ImmiscibleKNNCoupling,
-    "immiscible-scale": ImmiscibleScalingCoupling,
-}
+COUPLINGS: Registry[Coupling] = Registry("coupling")
+"""Every coupling by name; options reach its constructor as keyword arguments."""
+
+for _name, _cls, _what in (
+    ("independent", IndependentCoupling, "pairs as drawn (plain flow matching)"),
+    ("ot", MinibatchOTCoupling, "exact minibatch OT permutation (OT-CFM)"),
+    ("sinkhorn", SinkhornCoupling, "pairs sampled from the entropic plan (SB-CFM)"),
+    ("label-ot", LabelOTCoupling, "OT within each class, or a cross-class penalty"),
+    ("wcfm", WeightedCoupling, "pairs as drawn with Gibbs weights exp(-c/eps) (W-CFM)"),
+    ("immiscible-la", ImmiscibleAssignmentCoupling, "noise permuted by linear assignment"),
+    ("immiscible-knn", ImmiscibleKNNCoupling, "nearest of k noise draws"),
+    ("immiscible-scale", ImmiscibleScalingCoupling, "data scaled by s (library only: needs "
+     "unscaling at sampling time)"),
+):
+    COUPLINGS.register(_name, _cls, description=_what, run="" if _name == "immiscible-scale"
+                       else "yes")
+
+RUN_COUPLINGS: tuple[str, ...] = tuple(e.name for e in COUPLINGS if e.info["run"])
+"""The couplings ``monge run`` trains with (all but those needing a sampling-time inverse)."""
 
 
 def make_coupling(name: str, **kwargs) -> Coupling:
-    """Build a coupling by name (see the table above) with keyword options."""
-    if name not in COUPLINGS:
-        raise InputError(f"coupling: unknown name {name!r}; expected one of {sorted(COUPLINGS)}")
+    """Build a coupling by name (``COUPLINGS.names()``) with keyword options."""
+    entry = COUPLINGS.entry(name)
     try:
-        return COUPLINGS[name](**kwargs)
+        return entry.factory(**kwargs)
     except TypeError as exc:
         raise InputError(f"coupling {name!r}: bad options {sorted(kwargs)} ({exc})") from None
 
 
-__all__ = ["COUPLINGS", "Coupling", "ImmiscibleAssignmentCoupling", "ImmiscibleKNNCoupling",
+__all__ = ["COUPLINGS", "RUN_COUPLINGS", "Coupling", "ImmiscibleAssignmentCoupling", "ImmiscibleKNNCoupling",
            "ImmiscibleScalingCoupling", "IndependentCoupling", "LabelOTCoupling",
            "MinibatchOTCoupling", "NoiseBias", "Pairing", "SinkhornCoupling",
            "SinkhornDiagnostics", "WeightDiagnostics", "WeightedCoupling",

@@ -11,7 +11,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from monge.couplings import RUN_COUPLINGS
 from monge.errors import ConfigError
+from monge.paths import PATHS
+from monge.solvers import SOLVERS
+
+# Names come from the registries, so the schema, the CLI help and the docs cannot drift apart.
+PathName = Literal[PATHS.names()]  # type: ignore[valid-type]
+CouplingName = Literal[RUN_COUPLINGS]  # type: ignore[valid-type]
+SolverName = Literal[SOLVERS.names()]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
@@ -35,8 +43,7 @@ class ModelConfig(_Strict):
 
 
 class PathConfig(_Strict):
-    name: Literal["linear", "vp", "vp-cosine", "ve", "edm", "interpolant", "kinetic-optimal",
-                  "pfgmpp"] = "linear"
+    name: PathName = "linear"
     sigma_min: float | None = Field(None, gt=0)
     sigma_max: float | None = Field(None, gt=0)
     interpolant: Literal["linear", "trigonometric", "encoder-decoder"] = Field(
@@ -70,14 +77,14 @@ class TrainConfig(_Strict):
 
 
 class SolverSpec(_Strict):
-    solver: Literal["euler", "midpoint", "heun", "rk4", "dopri5"]
+    solver: SolverName
     nfe: list[int] = Field(default_factory=list, description="NFE budgets (fixed-step solvers)")
     rtol: float = Field(1e-5, gt=0)
     atol: float = Field(1e-5, gt=0)
 
     @model_validator(mode="after")
     def _budgets(self) -> SolverSpec:
-        if self.solver != "dopri5" and not self.nfe:
+        if not SOLVERS.entry(self.solver).factory.adaptive and not self.nfe:
             raise ValueError(f"solver {self.solver!r} needs a list of nfe budgets")
         if any(n < 1 for n in self.nfe):
             raise ValueError("nfe budgets must be positive")
@@ -101,8 +108,7 @@ class EvalConfig(_Strict):
 class CompareConfig(_Strict):
     """Extra models trained with other couplings, for the report's comparison table."""
 
-    couplings: list[Literal["independent", "ot", "sinkhorn", "label-ot", "wcfm",
-                            "immiscible-la", "immiscible-knn"]] = Field(
+    couplings: list[CouplingName] = Field(
         default_factory=lambda: ["ot", "wcfm"],
         description="couplings to compare with the main model's (empty: no comparison)")
     nfe: list[int] = Field(default_factory=lambda: [1, 2, 4, 100])
@@ -115,8 +121,7 @@ class RunConfig(_Strict):
     target: str = "moons"
     seed: int = 0
     out: str = "runs/default"
-    coupling: Literal["independent", "ot", "sinkhorn", "label-ot", "wcfm", "immiscible-la",
-                      "immiscible-knn"] = "independent"
+    coupling: CouplingName = "independent"
     coupling_options: dict[str, Any] = Field(
         default_factory=dict, description="keyword options of the coupling, e.g. {eps: 0.5}")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -128,12 +133,14 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        if self.path.name not in ("linear", "interpolant") and self.source != "gaussian":
+        path = PATHS.entry(self.path.name)
+        if path.info.get("gaussian_source") and self.source != "gaussian":
             raise ValueError(f"path {self.path.name!r} assumes a Gaussian source; use "
                              "source: gaussian or path: linear")
-        if self.path.name == "interpolant" and self.train.prediction != "velocity":
-            raise ValueError("path 'interpolant' trains the velocity b: use train.prediction: "
-                             "velocity")
+        fixed = path.info.get("prediction")
+        if fixed == "velocity" and self.train.prediction != "velocity":
+            raise ValueError(f"path {self.path.name!r} trains the velocity b: use "
+                             "train.prediction: velocity")
         if self.train.cond_dropout > 0 and not self.model.conditional:
             raise ValueError("train.cond_dropout needs model.conditional: true")
         return self

@@ -162,7 +162,7 @@ def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[So
                                "w2": wasserstein2(x, reference),
                                "energy_distance": energy_distance(x, reference),
                                "seconds": seconds}
-        if spec.solver == "dopri5":
+        if make_solver(spec.solver).adaptive:
             rec.update(rtol=spec.rtol, atol=spec.atol, converged=res.converged,
                        rejected=res.n_rejected)
         if frechet:

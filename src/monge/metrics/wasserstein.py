@@ -17,15 +17,15 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import ot
 import torch
 from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import cdist
 
 from monge.core.checks import make_generator
 from monge.errors import ConvergenceWarning, InputError
 from monge.metrics._samples import as_sample_pair
 from monge.metrics.trajectory import transport_cost
+from monge.ot.cost import sq_euclidean_cost
+from monge.ot.exact import exact
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,11 @@ class W2Result:
     permutation: torch.Tensor
 
 
-def _squared_cost(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """Float64 squared Euclidean cost matrix ``[n, m]`` on the CPU (exact difference formula,
-    so identical points cost exactly 0)."""
-    return cdist(x.detach().cpu().numpy(), y.detach().cpu().numpy(), metric="sqeuclidean")
+def _squared_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Float64 squared Euclidean cost ``[n, m]`` on the CPU (the one pairwise cost of
+    :mod:`monge.ot`, from exact differences so identical points cost exactly 0)."""
+    return sq_euclidean_cost(x.detach().cpu().double(), y.detach().cpu().double(),
+                             exact_differences=True)
 
 
 def _subsample(x: torch.Tensor, max_points: int, generator: torch.Generator) -> torch.Tensor:
@@ -61,7 +62,7 @@ def wasserstein2(x: object, y: object, *, max_points: int = 4000,
     """Exact 2-Wasserstein distance between two uniform empirical measures.
 
     Method: the discrete OT problem with squared Euclidean cost, solved exactly by POT's network
-    simplex (``ot.emd2``) in float64; returns ``sqrt`` of the optimal cost. Cost roughly
+    simplex (:func:`monge.ot.exact`, POT's ``ot.emd``) in float64; returns ``sqrt`` of the optimal cost. Cost roughly
     ``O(N^3)`` time and ``O(n m)`` memory (``N = max(n, m)``), which is why samples larger than
     ``max_points`` are subsampled uniformly without replacement (with a ``UserWarning``): the
     result is then the W2 between the subsamples, a (slightly upward-biased) estimate.
@@ -99,16 +100,14 @@ def wasserstein2(x: object, y: object, *, max_points: int = 4000,
         if m > max_points:
             ys = _subsample(ys, max_points, gen)
         n, m = xs.shape[0], ys.shape[0]
-    cost = _squared_cost(xs, ys)
-    a = np.full(n, 1.0 / n)
-    b = np.full(m, 1.0 / m)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # POT's own warning is re-raised below, named
-        value, log = ot.emd2(a, b, cost, numItermax=max(100_000, 50 * n * m), log=True)
-    if log.get("warning"):
-        warnings.warn(f"wasserstein2: the exact OT solve did not finish ({log['warning']}); "
-                      "the value is an upper bound", ConvergenceWarning, stacklevel=2)
-    return float(np.sqrt(max(float(value), 0.0)))
+        warnings.simplefilter("ignore")  # the solver's own warning is re-raised below, named
+        result = exact(None, None, _squared_cost(xs, ys), max_iter=max(100_000, 50 * n * m),
+                       use_assignment=False)
+    if not result.converged:
+        warnings.warn("wasserstein2: the exact OT solve did not finish (iteration cap); the "
+                      "value is an upper bound", ConvergenceWarning, stacklevel=2)
+    return float(np.sqrt(max(float(result.cost), 0.0)))
 
 
 def w2_assignment(x: object, y: object) -> W2Result:
@@ -139,7 +138,7 @@ def w2_assignment(x: object, y: object) -> W2Result:
     if xs.shape[0] != ys.shape[0]:
         raise InputError(f"x and y: w2_assignment needs equal sample counts, got {xs.shape[0]} "
                          f"and {ys.shape[0]} (use wasserstein2)")
-    _, cols = linear_sum_assignment(_squared_cost(xs, ys))
+    _, cols = linear_sum_assignment(_squared_cost(xs, ys).numpy())
     permutation = torch.as_tensor(cols, dtype=torch.long, device=xs.device)
     cost = transport_cost(xs, ys[permutation])
     return W2Result(w2=float(np.sqrt(cost)), transport_cost=cost, permutation=permutation)

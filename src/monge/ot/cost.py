@@ -8,7 +8,8 @@ from monge.core.checks import as_tensor, check_finite
 from monge.errors import InputError
 
 
-def sq_euclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def sq_euclidean_cost(x: torch.Tensor, y: torch.Tensor, *,
+                      exact_differences: bool = False) -> torch.Tensor:
     """Squared Euclidean cost ``C_ij = ||x_i - y_j||^2`` between two batches.
 
     Method: both batches are flattened to ``[n, D]`` and ``[m, D]``, centred on a common mean
@@ -18,6 +19,9 @@ def sq_euclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Args:
         x: source points, shape ``[n, ...]`` (tensor or array).
         y: target points, shape ``[m, ...]`` with the same trailing size as ``x``.
+        exact_differences: evaluate ``||x_i - y_j||`` from the differences instead (no matrix
+            product; identical points cost exactly 0, as an exact W2 needs). O(n m D) too, but
+            several times slower than the matrix-product form.
 
     Returns:
         Cost matrix of shape ``[n, m]`` in the dtype/device of ``x`` (``y`` is moved there).
@@ -40,6 +44,8 @@ def sq_euclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     check_finite(yf, "y")
     if xf.shape[0] == 0 or yf.shape[0] == 0:
         return xf.new_zeros(xf.shape[0], yf.shape[0])
+    if exact_differences:
+        return torch.cdist(xf, yf, compute_mode="donot_use_mm_for_euclid_dist").pow_(2)
     center = 0.5 * (xf.mean(0) + yf.mean(0))
     xc, yc = xf - center, yf - center
     C = (xc * xc).sum(1, keepdim=True) + (yc * yc).sum(1).unsqueeze(0)

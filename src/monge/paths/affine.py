@@ -21,7 +21,7 @@ They are named ``<from>_to_<to>`` and round-trip to machine precision in float64
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from typing import Literal
 
 import torch
@@ -29,19 +29,24 @@ from torch import Tensor
 
 from monge.core.tensors import as_time, broadcast_to_batch
 from monge.errors import InputError
+from monge.paths.base import ProbabilityPath
 
 Prediction = Literal["velocity", "x1", "epsilon", "score"]
 PREDICTIONS: tuple[str, ...] = ("velocity", "x1", "epsilon", "score")
 
 
-class AffinePath(ABC):
+class AffinePath(ProbabilityPath):
     """A Gaussian/affine probability path x_t = α(t)·x1 + σ(t)·x0, t ∈ [0, 1].
 
     Subclasses define ``alpha``, ``sigma`` and their derivatives on float64 time tensors.
     x0 is the source sample (standard normal noise ε for diffusion-type paths), x1 the data.
+    λ(t) = log(α/σ) increases strictly from noise to data on every path here; its inverse is a
+    closed form where one exists and float64 bisection otherwise.
     """
 
     name: str = "affine"
+    predictions = PREDICTIONS
+    needs_gaussian_source = True
 
     # --- schedule (float64) -------------------------------------------------------------------
     @abstractmethod
@@ -60,6 +65,22 @@ class AffinePath(ABC):
         """λ(t) = log(α(t)/σ(t)), increasing from noise to data."""
         t = as_time(t)
         return torch.log(self.alpha(t)) - torch.log(self.sigma(t))
+
+    def t_from_log_snr(self, lam: Tensor | float) -> Tensor:
+        """The time t with λ(t) = lam (float64). Generic method: 64 bisection steps on [0, 1]
+        (λ is increasing), accurate to 2⁻⁶⁴; subclasses with a closed form override it."""
+        lam = as_time(lam)
+        lo, hi = torch.zeros_like(lam), torch.ones_like(lam)
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            below = self.log_snr(mid) < lam
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return 0.5 * (lo + hi)
+
+    def initial_state(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """σ(0)·x0: the source samples on the t = 0 marginal's scale (σ_max for VE/EDM)."""
+        scale = self.source_scale
+        return scale * x0 if scale != 1.0 else x0
 
     @property
     def source_scale(self) -> float:
@@ -170,6 +191,11 @@ class LinearPath(AffinePath):
     """
 
     name = "linear"
+    needs_gaussian_source = False
+
+    def t_from_log_snr(self, lam: Tensor | float) -> Tensor:
+        """λ = log(t/(1 − t)), so t = sigmoid(λ)."""
+        return torch.sigmoid(as_time(lam))
 
     def alpha(self, t: Tensor) -> Tensor:
         return t
@@ -228,6 +254,12 @@ class VPPath(AffinePath):
             return -0.5 * math.pi * torch.sin(0.5 * math.pi * t)
         return -self.alpha(t) * self.d_alpha(t) / self.sigma(t)
 
+    def t_from_log_snr(self, lam: Tensor | float) -> Tensor:
+        """Cosine: λ = log tan(πt/2), t = (2/π)·atan(e^λ); linear β: bisection."""
+        if self.schedule == "cosine":
+            return (2.0 / math.pi) * torch.atan(torch.exp(as_time(lam)))
+        return super().t_from_log_snr(lam)
+
     def __repr__(self) -> str:
         return f"VPPath(schedule={self.schedule!r})"
 
@@ -257,6 +289,10 @@ class VEPath(AffinePath):
 
     def d_sigma(self, t: Tensor) -> Tensor:
         return -self._log_ratio * self.sigma(t)
+
+    def t_from_log_snr(self, lam: Tensor | float) -> Tensor:
+        """λ = −log σ(t), so t = 1 − log(e^(−λ)/σ_min)/log(σ_max/σ_min)."""
+        return 1.0 - (-as_time(lam) - math.log(self.sigma_min)) / self._log_ratio
 
     def __repr__(self) -> str:
         return f"VEPath(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"
@@ -290,6 +326,11 @@ class EDMPath(AffinePath):
     def d_sigma(self, t: Tensor) -> Tensor:
         return self.rho * (self._hi + t * (self._lo - self._hi)) ** (self.rho - 1) * (
             self._lo - self._hi)
+
+    def t_from_log_snr(self, lam: Tensor | float) -> Tensor:
+        """σ = e^(−λ), so t = (σ^(1/ρ) − σ_max^(1/ρ))/(σ_min^(1/ρ) − σ_max^(1/ρ))."""
+        sigma = torch.exp(-as_time(lam))
+        return (sigma ** (1.0 / self.rho) - self._hi) / (self._lo - self._hi)
 
     def __repr__(self) -> str:
         return f"EDMPath(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, rho={self.rho})"

@@ -48,6 +48,7 @@ from monge.core.checks import as_tensor, check_finite, check_ndim, check_same_ba
 from monge.core.tensors import as_time, broadcast_to_batch
 from monge.errors import InputError
 from monge.paths.affine import AffinePath
+from monge.paths.base import ProbabilityPath
 
 InterpolantTarget = Literal["velocity", "interpolant_velocity", "denoiser", "score"]
 INTERPOLANT_TARGETS: tuple[str, ...] = ("velocity", "interpolant_velocity", "denoiser", "score")
@@ -248,7 +249,7 @@ def _pick(value, table: dict, what: str):
 
 
 # --- the stochastic interpolant ------------------------------------------------------------------
-class StochasticInterpolant:
+class StochasticInterpolant(ProbabilityPath):
     """x_t = I(t, x0, x1) + γ(t)·z with its conditional targets (Albergo et al. 2023, §2–3).
 
     Method: a(t), b(t), γ(t) and their derivatives are evaluated in float64 and broadcast
@@ -272,6 +273,9 @@ class StochasticInterpolant:
     """
 
     name = "interpolant"
+    loss_family = "interpolant"
+    predictions = ("velocity", "denoiser", "score")
+    fixed_prediction = "velocity"
 
     def __init__(self, interpolant: str | Interpolant = "linear",
                  gamma: str | Gamma = "sqrt", gamma_scale: float | None = None):
@@ -369,6 +373,23 @@ class StochasticInterpolant:
     def velocity_from_parts(self, v: Tensor, eta: Tensor, t: Tensor) -> Tensor:
         """b = v + γ̇(t)·η_z (the paper's recommended split)."""
         return v + broadcast_to_batch(self.d_gamma(t).to(v.device), v) * eta
+
+    def convert(self, pred: Tensor, src: str, dst: str, x: Tensor, t: Tensor) -> Tensor:
+        """Exact conversions at fixed (x, t): denoiser η_z ↔ score s = −η_z/γ(t). The velocity b
+        is a separate field (b = v + γ̇·η_z needs a second network, :meth:`velocity_from_parts`)."""
+        if src == dst:
+            return pred
+        if {src, dst} == {"denoiser", "score"}:
+            return (self.denoiser_to_score(pred, t) if src == "denoiser"
+                    else self.score_to_denoiser(pred, t))
+        return super().convert(pred, src, dst, x, t)
+
+    def log_snr(self, t: Tensor | float) -> Tensor:
+        """λ(t) = log(b(t)/a(t)) of the deterministic interpolant (γ ≡ 0 only)."""
+        return self.as_affine_path().log_snr(t)
+
+    def t_from_log_snr(self, lam: Tensor | float) -> Tensor:
+        return self.as_affine_path().t_from_log_snr(lam)
 
     def as_affine_path(self) -> AffinePath:
         """The equivalent :class:`AffinePath` (α = b(t), σ = a(t)); needs γ ≡ 0."""

@@ -250,6 +250,13 @@ class KineticOptimalPath(AffinePath):
 
     name = "kinetic-optimal"
 
+    def prediction_advice(self, prediction: str) -> str | None:
+        if prediction == "velocity":
+            return ("path kinetic-optimal with a velocity-prediction network trained poorly here "
+                    "(the conditional velocity's variance explodes where the path moves fast; "
+                    "benchmarks/kinetic_optimal.py); consider train.prediction: x1")
+        return None
+
     def __init__(self, snr: object | None = None, separation: object | None = None, *,
                  n_theta: int = 4097, n_time: int = 2049, h_floor: float = 0.1):
         if (snr is None) != (separation is None):

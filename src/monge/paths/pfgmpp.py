@@ -36,7 +36,7 @@ from monge.core.checks import as_tensor, check_finite, make_generator
 from monge.core.tensors import as_time, broadcast_to_batch
 from monge.errors import InputError
 from monge.paths.affine import EDMPath
-from monge.paths.field import VelocityField
+from monge.paths.model import ModelWrapper
 from monge.solvers import Heun, Solver, SolveResult, integrate
 
 
@@ -122,6 +122,19 @@ class PFGMPPPath(EDMPath):
     """
 
     name = "pfgmpp"
+    loss_family = "pfgmpp"
+    fixed_prediction = "x1"
+
+    def wrap_network(self, network: nn.Module) -> nn.Module:
+        """EDM preconditioning around the bare network (what :class:`PFGMPPLoss` trains)."""
+        return EDMPreconditioner(network, self)
+
+    def t_clamp(self, prediction: str) -> float:
+        return 0.0  # σ(t) ≥ σ_min > 0 on the whole grid: no singular end
+
+    def initial_state(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A fresh draw of the heavy-tailed prior at σ_max (x0 gives only shape, dtype, device)."""
+        return self.prior_sample(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
 
     def __init__(self, D: float = 128.0, sigma_min: float = 0.002, sigma_max: float = 80.0,
                  rho: float = 7.0):
@@ -202,8 +215,9 @@ class EDMPreconditioner(nn.Module):
     Models", Table 1): D(x, σ) = c_skip·x + c_out·F(c_in·x, c_noise) with
     c_skip = σ_d²/(σ² + σ_d²), c_out = σσ_d/√(σ² + σ_d²), c_in = 1/√(σ² + σ_d²),
     c_noise = ln(σ)/4, σ = path.sigma(t). PFGM++ keeps it unchanged (Xu et al. 2023). Its forward
-    has the field signature ``(x, t, **cond)`` with t in monge time, so
-    ``VelocityField(wrapper, path, "x1", t_clamp=0.0)`` turns it into the PFGM++/EDM ODE velocity.
+    has the field signature ``(x, t, **cond)`` with t in monge time: it is the *network* of a
+    :class:`~monge.paths.model.ModelWrapper` with prediction ``x1`` (``path.wrap_network(net)``
+    builds it), which turns it into the PFGM++/EDM ODE velocity.
 
     Args:
         model: network F(x, c_noise, **cond) (e.g. :class:`monge.models.UNet`; its "time" input
@@ -252,7 +266,7 @@ def pfgmpp_sample(
 ) -> SolveResult:
     """Sample with the EDM/PFGM++ Heun sampler on monge's solver API.
 
-    Method: the ODE dx/dt = σ̇/σ·(x − D(x, σ(t))) (``VelocityField`` of an x1-prediction on the
+    Method: the ODE dx/dt = σ̇/σ·(x − D(x, σ(t))) (a :class:`ModelWrapper` of an x1-prediction on the
     path) is integrated by ``solver`` (default :class:`monge.solvers.Heun`) on the uniform t-grid
     of ``num_steps`` points, which is EDM's ρ-grid from σ_max to σ_min (Karras et al. 2022,
     Alg. 1). EDM's last step, an Euler step from σ_min to σ = 0, equals x ← D(x, σ_min) and is
@@ -285,7 +299,7 @@ def pfgmpp_sample(
         gen = make_generator(generator, device)
         x = path.prior_sample((x, *shape), generator=gen, dtype=dtype, device=device)
     check_finite(x, "x")
-    field = VelocityField(denoiser, path, "x1", t_clamp=0.0)
+    field = ModelWrapper(denoiser, path, "x1")
     grid = torch.linspace(0.0, 1.0, path.sigma_grid(num_steps).numel(), dtype=torch.float64)
     res = integrate(field, x, solver or Heun(), grid=grid, cond=cond,
                     return_trajectory=return_trajectory)

@@ -29,7 +29,8 @@ class Euler(Solver):
              cond: dict[str, Any]) -> StepOutput:
         h = t_next - t
         predict = getattr(field, "predict", None)
-        if predict is not None and isinstance(x, Tensor):
+        kinds = getattr(getattr(field, "path", None), "predictions", ())
+        if predict is not None and "x1" in kinds and isinstance(x, Tensor):
             v, x1 = predict(("velocity", "x1"), x, batch_times(x, t), **cond)
             return StepOutput(combine(x, [(h, v)]), 1, denoised=x1)
         return StepOutput(combine(x, [(h, eval_field(field, x, t, cond))]), 1)

@@ -1,0 +1,51 @@
+"""The ``LOSSES`` registry: which training objective trains on a path.
+
+A path declares its ``loss_family`` (:class:`~monge.paths.base.ProbabilityPath`); the factory
+registered under that name builds the objective from the run's options, so no code above this
+layer needs to know which path is which. Every factory takes the same keywords and ignores those
+its objective has no use for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from monge.core.registry import Registry
+from monge.paths.base import ProbabilityPath
+from monge.train.interpolant_loss import InterpolantLoss
+from monge.train.losses import FlowMatchingLoss
+from monge.train.pfgmpp_loss import PFGMPPLoss
+from monge.train.time_samplers import make_time_sampler
+
+LOSSES: Registry[nn.Module] = Registry("loss")
+
+
+@LOSSES.register("flow-matching", description="conditional flow matching on an affine path "
+                 "(declared target and weighting)")
+def _flow_matching(path: ProbabilityPath, *, prediction: str = "velocity",
+                   weighting: str = "none", time_sampler: str = "uniform",
+                   coupling: Any = None, cond_dropout: float = 0.0,
+                   num_classes: int | None = None) -> nn.Module:
+    return FlowMatchingLoss(path, target=prediction, weighting=weighting,
+                            time_sampler=make_time_sampler(time_sampler), coupling=coupling,
+                            cond_dropout=cond_dropout, num_classes=num_classes)
+
+
+@LOSSES.register("interpolant", description="stochastic-interpolant regression of the velocity b")
+def _interpolant(path: ProbabilityPath, *, coupling: Any = None, cond_dropout: float = 0.0,
+                 num_classes: int | None = None, **_: Any) -> nn.Module:
+    return InterpolantLoss(path, target="velocity", coupling=coupling,
+                           cond_dropout=cond_dropout, num_classes=num_classes)
+
+
+@LOSSES.register("pfgmpp", description="PFGM++ denoising on the D-dimensional kernel")
+def _pfgmpp(path: ProbabilityPath, *, cond_dropout: float = 0.0,
+            num_classes: int | None = None, **_: Any) -> nn.Module:
+    return PFGMPPLoss(path, cond_dropout=cond_dropout, num_classes=num_classes)
+
+
+def make_loss(path: ProbabilityPath, **options: Any) -> nn.Module:
+    """The objective that trains on ``path`` (its ``loss_family``) with ``options``."""
+    return LOSSES.build(path.loss_family, path=path, **options)
