@@ -65,8 +65,8 @@ def make_coupling(name: str, **kwargs) -> Coupling:
         raise InputError(f"coupling {name!r}: bad options {sorted(kwargs)} ({exc})") from None
 
 
-__all__ = ["COUPLINGS", "RUN_COUPLINGS", "Coupling", "ImmiscibleAssignmentCoupling", "ImmiscibleKNNCoupling",
-           "ImmiscibleScalingCoupling", "IndependentCoupling", "LabelOTCoupling",
+__all__ = ["COUPLINGS", "RUN_COUPLINGS", "Coupling", "ImmiscibleAssignmentCoupling",
+           "ImmiscibleKNNCoupling", "ImmiscibleScalingCoupling", "IndependentCoupling", "LabelOTCoupling",
            "MinibatchOTCoupling", "NoiseBias", "Pairing", "SinkhornCoupling",
            "SinkhornDiagnostics", "WeightDiagnostics", "WeightedCoupling",
            "collect_coupled_noise", "effective_sample_size", "gibbs_weights", "make_coupling",

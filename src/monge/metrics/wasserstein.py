@@ -61,8 +61,9 @@ def wasserstein2(x: object, y: object, *, max_points: int = 4000,
                  generator: int | torch.Generator | None = None) -> float:
     """Exact 2-Wasserstein distance between two uniform empirical measures.
 
-    Method: the discrete OT problem with squared Euclidean cost, solved exactly by POT's network
-    simplex (:func:`monge.ot.exact`, POT's ``ot.emd``) in float64; returns ``sqrt`` of the optimal cost. Cost roughly
+    Method: the discrete OT problem with squared Euclidean cost, solved exactly by the network
+    simplex (:func:`monge.ot.exact`, POT's ``ot.emd``) in float64; returns ``sqrt`` of the
+    optimal cost. Cost roughly
     ``O(N^3)`` time and ``O(n m)`` memory (``N = max(n, m)``), which is why samples larger than
     ``max_points`` are subsampled uniformly without replacement (with a ``UserWarning``): the
     result is then the W2 between the subsamples, a (slightly upward-biased) estimate.
