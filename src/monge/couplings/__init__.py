@@ -66,8 +66,7 @@ def make_coupling(name: str, **kwargs) -> Coupling:
 
 
 __all__ = ["COUPLINGS", "RUN_COUPLINGS", "Coupling", "ImmiscibleAssignmentCoupling",
-           "ImmiscibleKNNCoupling", "ImmiscibleScalingCoupling", "IndependentCoupling", "LabelOTCoupling",
-           "MinibatchOTCoupling", "NoiseBias", "Pairing", "SinkhornCoupling",
-           "SinkhornDiagnostics", "WeightDiagnostics", "WeightedCoupling",
-           "collect_coupled_noise", "effective_sample_size", "gibbs_weights", "make_coupling",
-           "noise_marginal_bias"]
+           "ImmiscibleKNNCoupling", "ImmiscibleScalingCoupling", "IndependentCoupling",
+           "LabelOTCoupling", "MinibatchOTCoupling", "NoiseBias", "Pairing", "SinkhornCoupling",
+           "SinkhornDiagnostics", "WeightDiagnostics", "WeightedCoupling", "collect_coupled_noise",
+           "effective_sample_size", "gibbs_weights", "make_coupling", "noise_marginal_bias"]

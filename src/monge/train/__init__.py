@@ -13,6 +13,6 @@ from monge.train.time_samplers import (
 from monge.train.trainer import CHECKPOINT_NAME, LOG_NAME, Trainer, TrainerConfig, TrainResult
 
 __all__ = ["CHECKPOINT_NAME", "LOG_NAME", "LOSSES", "WEIGHTINGS", "FlowMatchingLoss",
-           "LogitNormalTime", "LossOutput", "TimeSampler", "TrainResult", "Trainer", "TrainerConfig", "UniformTime",
-           "atomic_write_bytes", "distributed", "load_checkpoint", "make_loss", "make_time_sampler",
-           "save_checkpoint"]
+           "LogitNormalTime", "LossOutput", "TimeSampler", "TrainResult", "Trainer",
+           "TrainerConfig", "UniformTime", "atomic_write_bytes", "distributed", "load_checkpoint",
+           "make_loss", "make_time_sampler", "save_checkpoint"]
