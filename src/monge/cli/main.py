@@ -122,7 +122,7 @@ def sample(
     import torch
 
     from monge.errors import InputError
-    from monge.experiments.run import load_trained
+    from monge.experiments.load import load_trained
 
     _threads()
     if n < 1:
@@ -161,7 +161,8 @@ def eval_(
 
     from monge.data import load_dataset
     from monge.experiments.config import SolverSpec
-    from monge.experiments.run import evaluate, load_trained
+    from monge.experiments.evaluate import evaluate
+    from monge.experiments.load import load_trained
     from monge.metrics import wasserstein2
 
     _threads()

@@ -5,15 +5,15 @@ Every function takes samples ``[n, ...]`` (flattened per sample) on any device a
 Python float (or a small dataclass); nothing here trains or samples a transport model.
 """
 
-from monge.metrics.energy import energy_distance
-from monge.metrics.frechet import (
+from monge.metrics.digits_classifier import (
     CLASSIFIER_VERSION,
     DigitsClassifier,
     class_histogram_entropy,
     classifier_frechet_distance,
-    frechet_distance,
     load_digits_classifier,
 )
+from monge.metrics.energy import energy_distance
+from monge.metrics.frechet import feature_frechet_distance, frechet_distance
 from monge.metrics.mmd import median_bandwidth, mmd_rbf
 from monge.metrics.trajectory import kinetic_energy, straightness, transport_cost
 from monge.metrics.wasserstein import W2Result, w2_assignment, wasserstein2
@@ -32,6 +32,7 @@ __all__ = [
     "DigitsClassifier",
     "load_digits_classifier",
     "frechet_distance",
+    "feature_frechet_distance",
     "classifier_frechet_distance",
     "class_histogram_entropy",
 ]

@@ -1,0 +1,88 @@
+"""Build a run's parts from its config: data sets, path and method, network, coupling, loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from monge.couplings import make_coupling
+from monge.data import Dataset, load_dataset
+from monge.errors import ConfigError, InputError
+from monge.experiments.config import RunConfig
+from monge.experiments.methods import Method, build_method
+from monge.models import build_model
+
+
+@dataclass
+class Components:
+    """Everything built from a config before training."""
+
+    source: Dataset
+    target: Dataset
+    method: Method
+    model: nn.Module
+    loss: nn.Module
+    num_classes: int | None
+
+
+def model_kwargs(cfg: RunConfig, shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
+    kind = cfg.model.kind
+    if kind == "auto":
+        kind = "unet" if len(shape) == 3 else "mlp"
+    if kind == "mlp":
+        return kind, {"hidden": cfg.model.hidden, "depth": cfg.model.depth,
+                      "time_dim": cfg.model.time_dim}
+    return kind, {"base_channels": cfg.model.base_channels,
+                  "channel_mults": tuple(cfg.model.channel_mults)}
+
+
+def _coupling(cfg: RunConfig):
+    try:
+        return make_coupling(cfg.coupling, **cfg.coupling_options)
+    except InputError as exc:
+        raise ConfigError(f"coupling_options: {exc}") from None
+
+
+def build_components(cfg: RunConfig, device: str | torch.device = "cpu") -> Components:
+    """Load the data sets and build model, path, coupling and loss from ``cfg``."""
+    target = load_dataset(cfg.target, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
+                          seed=cfg.seed, test_fraction=cfg.data.test_fraction)
+    source = load_dataset(cfg.source, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
+                          seed=cfg.seed + 1, test_fraction=cfg.data.test_fraction,
+                          shape=target.shape if cfg.source == "gaussian" else None)
+    if source.shape != target.shape:
+        raise ConfigError(f"source {cfg.source!r} has samples of shape {source.shape} but target "
+                          f"{cfg.target!r} has {target.shape}")
+    num_classes = None
+    if cfg.model.conditional:
+        if target.num_classes is None:
+            raise ConfigError(f"model.conditional: target {cfg.target!r} has no labels")
+        num_classes = target.num_classes
+    torch.manual_seed(cfg.seed)
+    method = build_method(cfg, target)
+    kind, kwargs = model_kwargs(cfg, target.shape)
+    net = build_model(kind, target.shape, num_classes=num_classes, **kwargs)
+    model = method.wrap_model(net).to(device)
+    loss = method.loss(cfg, _coupling(cfg), num_classes)
+    return Components(source, target, method, model, loss, num_classes)
+
+
+def batch_sampler(comp: Components, device: torch.device | str):
+    source, target = comp.source, comp.target
+    labels = target.train_labels
+    scale = comp.method.data_scale
+    # Keep data on the training device once, so each step only indexes. Labels travel with the
+    # batch whenever the target has them: the loss gives them to a conditional model, and
+    # label-aware couplings use them either way.
+    src = Dataset(source.name, source.train.to(device), source.test, None, None, None)
+    tgt = Dataset(target.name, (target.train * scale).to(device), target.test,
+                  None if labels is None else labels.to(device), None, target.num_classes)
+
+    def sample_batch(n: int, g: torch.Generator):
+        x1, y1 = tgt.sample(n, g)
+        x0, _ = src.sample(n, g)
+        return x0, x1, y1
+    return sample_batch
