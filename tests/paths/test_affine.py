@@ -6,9 +6,26 @@ import pytest
 import torch
 
 from monge.errors import InputError
-from monge.paths import PREDICTIONS, EDMPath, GaussianMixture, LinearPath, VEPath, VPPath, make_path
+from monge.paths import (
+    PREDICTIONS,
+    EDMPath,
+    GaussianMixture,
+    KineticOptimalPath,
+    LinearPath,
+    PFGMPPPath,
+    VEPath,
+    VPPath,
+    make_interpolant,
+    make_path,
+)
 
-PATHS = [LinearPath(), VPPath("linear"), VPPath("cosine"), VEPath(), EDMPath()]
+_SNR = torch.logspace(-3, 3, 64, dtype=torch.float64)
+# Every affine path kind: the classic schedules, a kinetic-optimal path with a non-trivial
+# separation curve λ(s) = 1/(1 + s), PFGM++ (its x_t = x1 + σ(t)·x0 is affine in (x0, x1)), and
+# a deterministic stochastic interpolant seen as an affine path.
+PATHS = [LinearPath(), VPPath("linear"), VPPath("cosine"), VEPath(), EDMPath(),
+         KineticOptimalPath(_SNR, 1.0 / (1.0 + _SNR)), PFGMPPPath(D=128),
+         make_interpolant("trigonometric", gamma="zero").as_affine_path()]
 
 
 def _batch(n=64, d=3, seed=0, lo=0.05, hi=0.95):
@@ -38,6 +55,23 @@ def test_conversions_round_trip(path, src, dst):
                                rtol=1e-10, atol=1e-10)
     back = path.convert(path.convert(truth[src], src, dst, xt, t), dst, src, xt, t)
     torch.testing.assert_close(back, truth[src], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=repr)
+def test_log_snr_inverse_round_trips_in_float64(path):
+    t = torch.linspace(0.02, 0.98, 49, dtype=torch.float64)
+    lam = path.log_snr(t)
+    assert bool((lam.diff() > 0).all())  # λ increases from noise to data
+    torch.testing.assert_close(path.t_from_log_snr(lam), t, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=repr)
+def test_coefficient_derivatives_match_finite_differences(path):
+    t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+    h = 1e-6
+    for f, df in ((path.alpha, path.d_alpha), (path.sigma, path.d_sigma)):
+        fd = (f(t + h) - f(t - h)) / (2 * h)
+        torch.testing.assert_close(df(t), fd, rtol=1e-5, atol=1e-6)
 
 
 def test_linear_endpoints():

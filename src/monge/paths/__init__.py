@@ -101,4 +101,4 @@ def make_path(name: str, **options: Any) -> ProbabilityPath:
 __all__ = ["PATHS", "PREDICTIONS", "AffinePath", "EDMPath", "GaussianMixture",
            "KineticOptimalPath", "LinearPath", "ModelWrapper", "PFGMPPPath", "Prediction",
            "PredictionField", "ProbabilityPath", "ScheduleTransform", "StochasticInterpolant",
-           "VEPath", "VPPath", "make_path"]
+           "VEPath", "VPPath", "make_interpolant", "make_path"]
