@@ -65,6 +65,12 @@ class Registry(Generic[T]):
             return f
         return add(factory) if factory is not None else add
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` and its aliases (for plugins and tests that register temporarily)."""
+        entry = self._entries.pop(self.canonical(name))
+        for alias in entry.aliases:
+            self._aliases.pop(alias, None)
+
     def canonical(self, name: str) -> str:
         """The registered name for ``name`` or one of its aliases (error listing the names)."""
         if name in self._entries:
