@@ -27,6 +27,7 @@ from torch import Tensor
 from monge.core.tensors import broadcast_to_batch
 from monge.errors import InputError
 from monge.paths.interpolant import StochasticInterpolant
+from monge.paths.model import ModelWrapper
 from monge.solvers.base import Field, Solver, SolveResult
 from monge.solvers.fixed import Heun
 from monge.solvers.integrate import integrate
@@ -126,23 +127,21 @@ def sde_diffusion(eps: Epsilon) -> Callable[[float], float]:
 
 def score_from_denoiser(denoiser: Field, interpolant: StochasticInterpolant,
                         t_clamp: float = 1e-3) -> Field:
-    """Score field s = −η_z/γ from a denoiser field η_z, with t clamped to [t_clamp, 1 − t_clamp].
-
-    The clamp keeps the division by γ finite at the ends (where γ = 0).
-    """
+    """Score field s = −η_z/γ of a denoiser network η_z: the ``score`` view of a
+    :class:`~monge.paths.model.ModelWrapper` declaring the prediction ``denoiser``, with t clamped
+    to [t_clamp, 1 − t_clamp] (the division by γ is singular at the ends, where γ = 0). The
+    wrapper counts the network calls."""
     if interpolant.is_deterministic:
         raise InputError("score_from_denoiser: the interpolant has gamma 'zero'")
-
-    def score(x: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        tc = t.clamp(t_clamp, 1.0 - t_clamp)
-        return interpolant.denoiser_to_score(denoiser(x, tc, **cond), tc)
-
-    return score
+    return ModelWrapper(denoiser, interpolant, "denoiser", t_clamp=t_clamp).as_field("score")
 
 
 def velocity_from_parts(interpolant_velocity: Field, denoiser: Field,
                         interpolant: StochasticInterpolant, t_clamp: float = 1e-3) -> Field:
-    """Velocity field b = v + γ̇·η_z from fields v = E[∂_t I | x] and η_z (t clamped as above)."""
+    """Velocity field b = v + γ̇·η_z from fields v = E[∂_t I | x] and η_z (t clamped as above).
+
+    Two networks make one velocity here, so this stays a small combinator rather than one
+    :class:`~monge.paths.model.ModelWrapper` (which wraps exactly one network)."""
 
     def velocity(x: Tensor, t: Tensor, **cond: Any) -> Tensor:
         tc = t.clamp(t_clamp, 1.0 - t_clamp)
