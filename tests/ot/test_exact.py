@@ -2,6 +2,7 @@
 
 import numpy as np
 import ot
+import pytest
 import torch
 from _ot_problems import random_problem
 from hypothesis import example, given, settings
@@ -64,3 +65,17 @@ def test_sq_euclidean_cost_matches_direct_and_flattens():
     assert C.shape == (7, 5)
     assert torch.allclose(C, direct, rtol=1e-9, atol=1e-9)
     assert float(sq_euclidean_cost(x, x).diagonal().abs().max()) <= 1e-9
+
+
+@pytest.mark.parametrize("n,m", [(40, 40), (40, 55), (150, 150)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_negative_costs_give_the_shifted_problem_s_plan(n, m, dtype):
+    """Costs shifted by a constant (here: all negative) have the same optimal plan."""
+    g = torch.Generator().manual_seed(n + m)
+    C = -sq_euclidean_cost(torch.randn(n, 2, generator=g), torch.randn(m, 2, generator=g))
+    C = C.to(dtype)
+    r = exact(None, None, C)
+    shifted = (C - C.min()).double().numpy()
+    ref = ot.emd2(np.full(n, 1 / n), np.full(m, 1 / m), shifted) + float(C.min())
+    assert r.converged and float(r.marginal_error) < 1e-5
+    assert float(r.cost) == pytest.approx(ref, rel=1e-5, abs=1e-5)

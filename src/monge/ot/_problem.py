@@ -41,11 +41,15 @@ def default_tol(dtype: torch.dtype) -> float:
 def prepare(a, b, C, *, batch_ok: bool = True, mass_rtol: float | None = None) -> Problem:
     """Validate and convert ``(a, b, C)``; ``a``/``b`` may be ``None`` (uniform).
 
-    The cost's floating dtype and device win; integer costs become the default float dtype.
+    The cost's floating dtype and device win; integer costs become the default float dtype;
+    half-precision costs (float16, bfloat16) are refused with one line.
     Marginals are checked for shape, sign, finiteness and equal total mass (relative tolerance
     ``mass_rtol``, default ``max(1e-6, 100 * dtype eps)``); ``b`` is then rescaled to ``a``'s mass.
     """
     C = as_tensor(C, "C")
+    if C.dtype in (torch.float16, torch.bfloat16):
+        raise InputError(f"C: dtype {C.dtype} is too coarse for OT (marginal errors of ~1e-2 and "
+                         "worse); convert to float32 or float64")
     if C.ndim not in ((2, 3) if batch_ok else (2,)):
         want = "[n, m] or [B, n, m]" if batch_ok else "[n, m]"
         raise InputError(f"C: expected a cost matrix of shape {want}, got shape {tuple(C.shape)}")
