@@ -16,6 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from monge.cli.ot_cmd import ot_command
+from monge.core.devices import resolve_device
+from monge.core.io import atomic_path, atomic_write_bytes, ensure_writable_dir
 from monge.couplings import RUN_COUPLINGS
 from monge.errors import MongeError
 from monge.paths import PATHS
@@ -68,6 +70,8 @@ def run(
     = None,
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint in --out")]
     = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="replace what --out holds (by default a non-empty --out is refused)")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
 ) -> None:
@@ -83,7 +87,8 @@ def run(
         if value is not None:
             overrides[key] = value
     cfg = load_config(config, overrides)
-    metrics = run_experiment(cfg, resume=resume, progress=not quiet, device=device)
+    metrics = run_experiment(cfg, resume=resume, progress=not quiet,
+                             device=resolve_device(device), overwrite=overwrite)
     if not quiet and metrics:  # under torchrun only process 0 returns metrics
         _print_evaluations(metrics)
         typer.echo(f"report: {Path(cfg.out) / 'report.md'}")
@@ -97,9 +102,11 @@ def _print_evaluations(metrics: dict[str, Any]) -> None:
                         f"{metrics['reference_w2']:.4f})")
     for col in ("solver", "NFE", "W2", "W2/floor", "energy"):
         table.add_column(col, justify="right")
+    from monge.experiments.report import ratio, solver_label
+
     for e in metrics["evaluations"]:
-        table.add_row(e["solver"], str(e["nfe"]), f"{e['w2']:.4f}",
-                      f"{e['w2'] / metrics['reference_w2']:.2f}", f"{e['energy_distance']:.4f}")
+        table.add_row(solver_label(e), str(e["nfe"]), f"{e['w2']:.4f}",
+                      ratio(e["w2"], metrics["reference_w2"]), f"{e['energy_distance']:.4f}")
     Console().print(table)
 
 
@@ -112,7 +119,8 @@ def sample(
         help="NFE budget (default 8 for fixed-step solvers; dopri5 is adaptive without it)")]
     = None,
     n: Annotated[int, typer.Option(help="number of samples")] = 1000,
-    out: Annotated[Path, typer.Option(help="output .npy file")] = Path("samples.npy"),
+    out: Annotated[Path, typer.Option(help="output .npy file (.npy is added if missing)")]
+    = Path("samples.npy"),
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     label: Annotated[int | None, typer.Option(help="class label (conditional models)")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
@@ -122,15 +130,20 @@ def sample(
     import torch
 
     from monge.errors import InputError
+    from monge.experiments.evaluate import check_budget
     from monge.experiments.load import load_trained
 
     _threads()
     if n < 1:
         raise InputError(f"--n: must be positive, got {n}")
+    if out.suffix != ".npy":
+        out = out.with_name(out.name + ".npy")  # what np.save writes; say the real name
+    ensure_writable_dir(out.parent, "--out")
     adaptive = SOLVERS.entry(solver).factory.adaptive
-    trained = load_trained(checkpoint, device)
     if nfe is None and not adaptive:
         nfe = 8
+    check_budget(solver, nfe, "--nfe")
+    trained = load_trained(checkpoint, resolve_device(device))
     labels = None
     if label is not None:
         if trained.num_classes is None:
@@ -139,8 +152,9 @@ def sample(
             raise InputError(f"--label: must be in 0..{trained.num_classes - 1}, got {label}")
         labels = torch.full((n,), label, dtype=torch.long)
     res = trained.sample(n, solver=solver, nfe=nfe, seed=seed, labels=labels)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, res.x.float().cpu().numpy())
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, res.x.float().cpu().numpy())
     typer.echo(f"wrote {n} samples of shape {tuple(res.x.shape[1:])} to {out} "
                f"({solver}, NFE {res.nfe})")
 
@@ -160,13 +174,25 @@ def eval_(
     import torch
 
     from monge.data import load_dataset
+    from monge.errors import InputError
     from monge.experiments.config import SolverSpec
-    from monge.experiments.evaluate import evaluate
-    from monge.experiments.load import load_trained
+    from monge.experiments.evaluate import check_budget, evaluate
+    from monge.experiments.load import data_fingerprint, load_trained
     from monge.metrics import wasserstein2
 
     _threads()
-    trained = load_trained(checkpoint, device)
+    if n is not None and n < 2:
+        raise InputError(f"--n: need at least 2 evaluation samples, got {n}")
+    for s in solver or []:
+        SOLVERS.canonical(s)
+        for budget in nfe or [8]:
+            check_budget(s, None if SOLVERS.entry(s).factory.adaptive else budget, "--nfe")
+    if nfe and not solver:
+        raise InputError("--nfe: give --solver too (the budgets apply to the solvers named)")
+    if out is not None:
+        ensure_writable_dir(out.parent, "--out")
+    dev = resolve_device(device)
+    trained = load_trained(checkpoint, dev)
     cfg = trained.cfg
     specs = cfg.eval.solvers
     if solver:
@@ -175,6 +201,10 @@ def eval_(
                  for s in solver]
     tgt = load_dataset(cfg.target, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
                        seed=cfg.seed, test_fraction=cfg.data.test_fraction)
+    if trained.data_fingerprint and data_fingerprint(tgt) != trained.data_fingerprint:
+        typer.echo(f"warning: the target data {cfg.target!r} differs from the data this model "
+                   "was trained and split on; the scores below are against the new data",
+                   err=True)
     m = min(n or cfg.eval.n_samples, tgt.test.shape[0] // 2)
     g = torch.Generator().manual_seed(cfg.seed + 3)
     if cfg.source == "gaussian":
@@ -183,15 +213,20 @@ def eval_(
         src = load_dataset(cfg.source, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
                            seed=cfg.seed + 1, test_fraction=cfg.data.test_fraction)
         x0 = src.test[:m] if src.test.shape[0] >= m else src.sample(m, g)[0]
-    cond = ({"y": tgt.test_labels[:m].to(device)} if trained.num_classes is not None else None)
+    cond = ({"y": tgt.test_labels[:m].to(dev)} if trained.num_classes is not None else None)
     frechet = cfg.eval.frechet if cfg.eval.frechet is not None else trained.shape == (1, 8, 8)
-    records, _ = evaluate(trained.field, trained.method.initial_state(x0.to(device), cfg.seed),
+    records, _ = evaluate(trained.field, trained.method.initial_state(x0.to(dev), cfg.seed),
                           tgt.test[:m], specs, cond=cond, frechet=frechet, progress=True,
                           data_scale=trained.method.data_scale)
     floor = wasserstein2(tgt.test[:m], tgt.test[m:2 * m])
     typer.echo(f"held-out floor W2 {floor:.4f} ({m} vs {m} samples)")
+    unconverged = [r for r in records if r.get("converged") is False]
+    for r in unconverged:
+        typer.echo(f"warning: {r['solver']} stopped before its tolerance (NFE {r['nfe']}); its "
+                   "scores are flagged converged=false", err=True)
     if out is not None:
-        out.write_text(json.dumps({"reference_w2": floor, "evaluations": records}, indent=2))
+        atomic_write_bytes(out, json.dumps({"reference_w2": floor, "evaluations": records},
+                                           indent=2).encode())
 
 
 app.command("ot")(friendly_errors(ot_command))

@@ -4,10 +4,17 @@ Everything here depends only on torch/numpy and :mod:`monge.errors`; every other
 """
 
 from monge.core.checks import as_tensor, check_finite, check_ndim, check_same_batch, make_generator
-from monge.core.io import atomic_path, atomic_write_bytes
+from monge.core.devices import resolve_device
+from monge.core.io import (
+    atomic_path,
+    atomic_write_bytes,
+    ensure_writable_dir,
+    remove_stale_temporaries,
+)
 from monge.core.tensors import as_time, batch_time, broadcast_to_batch
 
 __all__ = [
     "as_tensor", "as_time", "atomic_path", "atomic_write_bytes", "batch_time",
     "broadcast_to_batch", "check_finite", "check_ndim", "check_same_batch", "make_generator",
+    "ensure_writable_dir", "remove_stale_temporaries", "resolve_device",
 ]

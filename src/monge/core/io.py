@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,3 +36,43 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def ensure_writable_dir(folder: str | Path, name: str = "--out",
+                        min_free_bytes: int = 64 * 2**20) -> Path:
+    """Create ``folder`` if needed and prove it writable (a probe file) with some free space.
+
+    Called before long work starts, so a read-only folder, a path under a regular file or a full
+    disk is one line up front instead of a traceback after training.
+
+    Raises:
+        InputError: naming ``name`` and the folder, with the operating system's reason.
+    """
+    from monge.errors import InputError
+
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".monge-write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        raise InputError(f"{name}: cannot write to {folder} ({exc.strerror or exc})") from None
+    if free < min_free_bytes:
+        raise InputError(f"{name}: only {free / 2**20:.0f} MiB free under {folder}; need at "
+                         f"least {min_free_bytes / 2**20:.0f} MiB")
+    return folder
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete ``.<name>.*.tmp`` files that :func:`atomic_path` leaves when a writer is killed
+    between creating and renaming its temporary file. Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from monge.couplings import RUN_COUPLINGS
 from monge.errors import ConfigError
@@ -23,7 +30,8 @@ SolverName = Literal[SOLVERS.names()]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    # strict: `steps: true` or `lr: "fast"` is an error, not a silent coercion to 1 or a guess
+    model_config = ConfigDict(extra="forbid", frozen=False, strict=True)
 
 
 class DataConfig(_Strict):
@@ -79,15 +87,19 @@ class TrainConfig(_Strict):
 class SolverSpec(_Strict):
     solver: SolverName
     nfe: list[int] = Field(default_factory=list, description="NFE budgets (fixed-step solvers)")
-    rtol: float = Field(1e-5, gt=0)
-    atol: float = Field(1e-5, gt=0)
+    rtol: float = Field(1e-5, ge=1e-13, description="adaptive tolerance (>= 1e-13: float64)")
+    atol: float = Field(1e-5, ge=1e-13)
 
     @model_validator(mode="after")
     def _budgets(self) -> SolverSpec:
-        if not SOLVERS.entry(self.solver).factory.adaptive and not self.nfe:
+        solver = SOLVERS.entry(self.solver).factory
+        if not solver.adaptive and not self.nfe:
             raise ValueError(f"solver {self.solver!r} needs a list of nfe budgets")
         if any(n < 1 for n in self.nfe):
             raise ValueError("nfe budgets must be positive")
+        if not solver.adaptive and any(n < solver.nfe_per_step for n in self.nfe):
+            raise ValueError(f"solver {self.solver!r} spends {solver.nfe_per_step} NFE per step; "
+                             f"budgets below that allow no step (got {self.nfe})")
         return self
 
 
@@ -131,6 +143,20 @@ class RunConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
 
+    @field_validator("out")
+    @classmethod
+    def _out_folder(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the output folder must not be empty")
+        return str(Path(value).expanduser())
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, value: int) -> int:
+        if not 0 <= value < 2**63:
+            raise ValueError(f"must lie in [0, 2**63), got {value}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         path = PATHS.entry(self.path.name)
@@ -167,17 +193,36 @@ def parse_config(data: dict[str, Any] | None, origin: str = "config") -> RunConf
         raise ConfigError(_format_error(exc, origin)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML says "last wins")."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
     data: dict[str, Any] = {}
     origin = "config"
     if path is not None:
-        p = Path(path)
+        p = Path(path).expanduser()
         origin = str(p)
         if not p.exists():
             raise ConfigError(f"{p}: config file not found")
+        if not p.is_file():
+            raise ConfigError(f"{p}: is a folder, not a YAML config file")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a text file") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(data, dict):
@@ -185,7 +230,11 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
-        for key in parents:
+        for depth, key in enumerate(parents):
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                where = ".".join(parents[:depth + 1])
+                raise ConfigError(f"{origin}: '{where}' is {node!r}, not a mapping, so "
+                                  f"--{dotted.split('.')[-1]} cannot set '{dotted}'")
         node[leaf] = value
     return parse_config(data, origin)

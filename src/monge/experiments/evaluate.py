@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from monge.errors import ConfigError, DataError
+from monge.errors import ConfigError, DataError, InputError
 from monge.experiments.build import Components
 from monge.experiments.config import RunConfig, SolverSpec
 from monge.metrics import (
@@ -29,6 +29,20 @@ from monge.solvers import PIController, SolveResult, integrate, make_solver
 def steps_for_budget(solver: str, nfe: int) -> int:
     """Number of steps a fixed-step solver can take within an NFE budget (0 if none)."""
     return nfe // make_solver(solver).nfe_per_step
+
+
+def check_budget(solver: str, nfe: int | None, name: str = "nfe") -> None:
+    """Refuse an NFE budget a solver cannot spend: non-positive, or below one step's cost."""
+    s = make_solver(solver)
+    if nfe is None:
+        if not s.adaptive:
+            raise InputError(f"{name}: {solver} is a fixed-step solver and needs an NFE budget")
+        return
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise InputError(f"{name}: must be a positive integer, got {nfe!r}")
+    if not s.adaptive and nfe < s.nfe_per_step:
+        raise InputError(f"{name}: {solver} spends {s.nfe_per_step} NFE per step, so a budget "
+                         f"of {nfe} allows no step; use at least {s.nfe_per_step}")
 
 
 def solve(field: nn.Module, x_init: Tensor, solver: str, *, nfe: int | None = None,

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from monge.data import load_dataset
+from monge.data import Dataset, load_dataset
 from monge.errors import ConfigError, DataError
 from monge.experiments.build import model_kwargs
 from monge.experiments.config import RunConfig, parse_config
 from monge.experiments.evaluate import solve
 from monge.experiments.methods import Method, build_method
 from monge.models import build_model
+from monge.paths import PATHS
 from monge.solvers import SolveResult
 from monge.train import load_checkpoint as _load_ckpt
 
@@ -29,6 +32,7 @@ class Trained:
     method: Method
     shape: tuple[int, ...]
     num_classes: int | None
+    data_fingerprint: str | None = None
 
     def sample(self, n: int, solver: str = "heun", nfe: int | None = 8, seed: int = 0,
                labels: Tensor | None = None, source: Tensor | None = None) -> SolveResult:
@@ -36,8 +40,13 @@ class Trained:
         device = next(self.model.parameters()).device
         if source is None:
             if self.cfg.source != "gaussian":
-                ds = load_dataset(self.cfg.source, n_train=max(n, 16), n_test=8, seed=seed,
-                                  test_fraction=self.cfg.data.test_fraction)
+                try:
+                    ds = load_dataset(self.cfg.source, n_train=max(n, 16), n_test=8, seed=seed,
+                                      test_fraction=self.cfg.data.test_fraction)
+                except DataError as exc:
+                    raise DataError(f"this model transports samples of its source "
+                                    f"{self.cfg.source!r}, which cannot be read from here "
+                                    f"({exc})") from None
                 g = torch.Generator().manual_seed(seed)
                 source, _ = ds.sample(n, g)
             else:
@@ -53,33 +62,94 @@ class Trained:
                         nfe=nfe, cond=cond)
         if self.method.data_scale != 1.0:
             res.x = res.x / self.method.data_scale
+        bad = int((~torch.isfinite(res.x)).any(dim=tuple(range(1, res.x.ndim))).sum())
+        if bad:
+            raise DataError(f"sampling produced {bad} of {n} samples with NaN/Inf values "
+                            f"({solver}, NFE {res.nfe}); the model or its checkpoint is broken")
         return res
 
 
+def data_fingerprint(ds: Dataset) -> str:
+    """A short SHA-256 of a data set's train and held-out tensors (stored in checkpoints, so
+    ``monge eval`` can say when the data behind a run has changed)."""
+    h = hashlib.sha256()
+    for t in (ds.train, ds.test):
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _weights(tensors: dict[str, Tensor], checkpoint: str | Path) -> dict[str, Tensor]:
+    prefix = "ema.module." if any(k.startswith("ema.module.") for k in tensors) else "model."
+    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not weights:
+        raise DataError(f"{checkpoint}: holds no model weights (no 'model.*' or 'ema.*' tensors)")
+    for name, value in weights.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise DataError(f"{checkpoint}: weight {prefix}{name} holds {bad} NaN/Inf values; "
+                            "the checkpoint is corrupt (resume from an earlier run or retrain)")
+    return weights
+
+
 def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> Trained:
-    """Rebuild the model (EMA weights) and path of a ``monge run`` checkpoint."""
+    """Rebuild the model (EMA weights) and path of a ``monge run`` checkpoint.
+
+    Needs only the checkpoint: the stored config, shape and path state (e.g. a kinetic-optimal
+    schedule) rebuild the model without reading the training data. Every inconsistency (missing
+    keys, weights that do not fit the stored config, non-finite weights) is one ``DataError``.
+    """
     tensors, state = _load_ckpt(checkpoint, device="cpu")
-    if "run_config" not in state:
-        raise DataError(f"{checkpoint}: not a monge run checkpoint (no run_config)")
+    for key in ("run_config", "shape"):
+        if key not in state:
+            raise DataError(f"{checkpoint}: not a monge run checkpoint (no '{key}' in its "
+                            "metadata)")
     cfg = parse_config(state["run_config"], origin=f"{checkpoint} (stored config)")
-    shape = tuple(state["shape"])
+    shape = state["shape"]
+    if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d > 0
+                                                      for d in shape)):
+        raise DataError(f"{checkpoint}: stored shape {shape!r} is not a list of positive sizes")
+    shape = tuple(shape)
     kind, kwargs = model_kwargs(cfg, shape)
-    target = load_dataset(cfg.target, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
-                          seed=cfg.seed, test_fraction=cfg.data.test_fraction)
-    method = build_method(cfg, target)
+    path_state = state.get("path_state")
+    target = None
+    if PATHS.entry(cfg.path.name).info.get("needs_data") and not path_state:
+        target = load_dataset(cfg.target, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
+                              seed=cfg.seed, test_fraction=cfg.data.test_fraction)
+    method = build_method(cfg, target, path_state=path_state)
     model = method.wrap_model(build_model(kind, shape, num_classes=state.get("num_classes"),
                                           **kwargs))
-    prefix = "ema.module." if any(k.startswith("ema.module.") for k in tensors) else "model."
-    model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
-                           if k.startswith(prefix)})
+    try:
+        model.load_state_dict(_weights(tensors, checkpoint))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise DataError(f"{checkpoint}: the weights do not fit the stored config ({detail})"
+                        ) from None
     model.to(device).eval()
     return Trained(cfg, model, method.velocity_field(model), method, shape,
-                   state.get("num_classes"))
+                   state.get("num_classes"), state.get("data_fingerprint"))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def check_resumable(cfg: RunConfig, ckpt: Path) -> None:
+    """Refuse to resume with a config other than the stored one, naming the keys that differ."""
     _, state = _load_ckpt(ckpt)
     stored = parse_config(state.get("run_config"), origin=f"{ckpt} (stored config)")
-    if stored.model_dump(exclude={"out"}) != cfg.model_dump(exclude={"out"}):
-        raise ConfigError(f"--resume: the config differs from the one stored in {ckpt}; "
-                          "use the same options or another --out")
+    old = _flatten(stored.model_dump(mode="json", exclude={"out"}))
+    new = _flatten(cfg.model_dump(mode="json", exclude={"out"}))
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if diff:
+        shown = ", ".join(f"{k} ({old.get(k)!r} stored, {new.get(k)!r} now)" for k in diff[:3])
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        raise ConfigError(f"--resume: the config differs from the one stored in {ckpt}: "
+                          f"{shown}{more}; use the same options or another --out")

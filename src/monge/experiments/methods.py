@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -60,12 +61,15 @@ class Method:
         return self.path.initial_state(x0, generator=g)
 
 
-def build_method(cfg: RunConfig, target: Dataset) -> Method:
-    """Build the path named in ``cfg`` (data-dependent paths use the target's training split)."""
+def build_method(cfg: RunConfig, target: Dataset | None,
+                 path_state: dict[str, Any] | None = None) -> Method:
+    """Build the path named in ``cfg``: data-dependent paths use the target's training split,
+    or ``path_state`` (a path's ``export_state()``, as stored in a checkpoint) without data."""
     p = cfg.path
     path = make_path(p.name, sigma_min=p.sigma_min, sigma_max=p.sigma_max,
                      interpolant=p.interpolant, gamma=p.gamma, gamma_scale=p.gamma_scale, D=p.D,
-                     data=target.train, generator=cfg.seed)
+                     data=None if target is None else target.train, generator=cfg.seed,
+                     state=path_state)
     prediction = path.fixed_prediction or cfg.train.prediction
     advice = path.prediction_advice(prediction)
     if advice:

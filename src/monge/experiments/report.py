@@ -25,6 +25,22 @@ def _comparison_section(metrics: dict[str, Any]) -> list[str]:
             "includes one-off start-up costs (imports, first optimiser step).", ""]
 
 
+def solver_label(record: dict[str, Any]) -> str:
+    """The solver's name, flagged when its solve did not converge or its samples were not
+    finite (so a flag shows in every table)."""
+    label = record["solver"]
+    if record.get("converged") is False:
+        label += " (NOT converged)"
+    if record.get("note"):
+        label += f" ({record['note']})"
+    return label
+
+
+def ratio(value: float, floor: float) -> str:
+    """value / floor, or "n/a" when the floor is 0 (e.g. a constant target)."""
+    return f"{value / floor:.2f}" if floor > 0 else "n/a"
+
+
 def render_report(cfg: RunConfig, metrics: dict[str, Any]) -> str:
     """The Markdown report: set-up, quality-vs-NFE table, path statistics, figures."""
     ev = metrics["evaluations"]
@@ -35,7 +51,7 @@ def render_report(cfg: RunConfig, metrics: dict[str, Any]) -> str:
     sep = "|---|---:|---:|---:|---:|" + ("---:|---:|" if has_fd else "")
     rows = []
     for e in ev:
-        row = (f"| {e['solver']} | {e['nfe']} | {e['w2']:.4f} | {e['w2'] / ref:.2f} | "
+        row = (f"| {solver_label(e)} | {e['nfe']} | {e['w2']:.4f} | {ratio(e['w2'], ref)} | "
                f"{e['energy_distance']:.4f} |")
         if has_fd:
             row += f" {e['frechet']:.3f} | {e['class_entropy']:.3f} |"

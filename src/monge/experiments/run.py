@@ -22,11 +22,13 @@ from typing import Any
 import torch
 
 import monge
+from monge.core.io import ensure_writable_dir, remove_stale_temporaries
+from monge.errors import ConfigError
 from monge.experiments import plots
 from monge.experiments.build import Components, batch_sampler, build_components
 from monge.experiments.config import RunConfig, SolverSpec
 from monge.experiments.evaluate import eval_set, evaluate, path_statistics
-from monge.experiments.load import check_resumable
+from monge.experiments.load import check_resumable, data_fingerprint
 from monge.experiments.report import render_report
 from monge.metrics import (
     class_histogram_entropy,
@@ -44,6 +46,7 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool,
     over the processes of a torchrun launch)."""
     info = distributed.current()
     comp = build_components(cfg, device)
+    eval_set(cfg, comp, device)  # too few held-out rows is an error now, not after training
     tc = cfg.train
     trainer_cfg = TrainerConfig(
         steps=tc.steps, batch_size=tc.batch_size, lr=tc.lr, weight_decay=tc.weight_decay,
@@ -51,7 +54,9 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool,
         ema_decay=tc.ema_decay, checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
         seed=cfg.seed)
     metadata = {"monge_version": monge.__version__, "run_config": cfg.model_dump(mode="json"),
-                "shape": list(comp.target.shape), "num_classes": comp.num_classes}
+                "shape": list(comp.target.shape), "num_classes": comp.num_classes,
+                "path_state": comp.method.path.export_state(),
+                "data_fingerprint": data_fingerprint(comp.target)}
     trainer = Trainer(distributed.wrap(comp.model, info), comp.loss,
                       batch_sampler(comp, device), trainer_cfg, out_dir=out, metadata=metadata,
                       progress=progress and info.is_main, device=device)
@@ -96,12 +101,36 @@ def _comparison_row(name: str, records: list[dict], stats: dict, seconds: float,
             "train_seconds_per_1k": 1000 * seconds / max(steps, 1)}
 
 
+def prepare_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Check the output folder before any work: never overwrite a run or unrelated files by
+    accident, prove the folder writable with free space, and clear temporaries a killed run left.
+
+    Raises:
+        ConfigError: the folder holds a run (without ``resume``/``overwrite``) or other files
+            (without ``overwrite``); InputError: it cannot be written.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file, not a folder")
+    if out.is_dir() and not (resume or overwrite):
+        entries = [p for p in out.iterdir() if not p.name.startswith(".monge-write-probe.")]
+        if (out / CHECKPOINT_NAME).exists():
+            raise ConfigError(f"--out: {out} already holds a run; pass --resume to continue it "
+                              "or --overwrite to replace it")
+        if entries:
+            raise ConfigError(f"--out: {out} is not empty ({len(entries)} entries); choose a new "
+                              "folder or pass --overwrite")
+    ensure_writable_dir(out, "--out")
+    remove_stale_temporaries(out)
+
+
 def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = True,
-                   device: str | torch.device = "cpu") -> dict[str, Any]:
+                   device: str | torch.device = "cpu", overwrite: bool = False
+                   ) -> dict[str, Any]:
     """Train, evaluate and report. Returns the metrics written to ``metrics.json``.
 
     Under ``torchrun`` every process trains (DDP); process 0 alone evaluates and writes the
-    report, and the others return an empty dict.
+    report, and the others return an empty dict. The output folder is checked first
+    (:func:`prepare_run_folder`), and the data's evaluation split before training starts.
     """
     info = distributed.init_from_env(device)
     if info.enabled and torch.device(device).type == "cuda":
@@ -109,7 +138,7 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
     out = Path(cfg.out)
     if resume and (out / CHECKPOINT_NAME).exists():
         check_resumable(cfg, out / CHECKPOINT_NAME)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_run_folder(out, resume=resume, overwrite=overwrite)
     t_start = time.perf_counter()
     comp, trainer, result = _train(cfg, out, resume=resume, progress=progress, device=device)
     tc = cfg.train

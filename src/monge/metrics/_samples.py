@@ -64,3 +64,26 @@ def pairwise_sum(x: torch.Tensor, y: torch.Tensor,
         d = torch.cdist(x[start:start + rows], y, compute_mode="donot_use_mm_for_euclid_dist")
         total += transform(d).sum()
     return float(total)
+
+
+def subsample_pair(xs: torch.Tensor, ys: torch.Tensor, max_points: int, metric: str,
+                   generator: int | torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform subsamples (without replacement) of at most ``max_points`` rows per side, with a
+    ``UserWarning`` naming ``metric`` when anything is dropped. Bounds the time (and memory) of
+    the O(n m) and O(N³) metrics; ``generator`` defaults to seed 0 so metrics stay reproducible.
+    """
+    import warnings
+
+    from monge.core.checks import make_generator
+
+    if isinstance(max_points, bool) or int(max_points) < 1:
+        raise InputError(f"max_points: must be a positive integer, got {max_points}")
+    n, m = xs.shape[0], ys.shape[0]
+    if n <= max_points and m <= max_points:
+        return xs, ys
+    warnings.warn(f"{metric}: subsampling {n} x {m} points to at most {max_points} per side; "
+                  "the value is the metric between the subsamples", UserWarning, stacklevel=3)
+    gen = make_generator(0 if generator is None else generator, "cpu")
+    pick = lambda t: t[torch.randperm(t.shape[0], generator=gen)[:max_points].to(t.device)]
+    return (pick(xs) if n > max_points else xs), (pick(ys) if m > max_points else ys)

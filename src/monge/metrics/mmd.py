@@ -14,7 +14,7 @@ import math
 import torch
 
 from monge.errors import InputError
-from monge.metrics._samples import as_sample_pair, pairwise_sum
+from monge.metrics._samples import as_sample_pair, pairwise_sum, subsample_pair
 
 
 def _evenly_spaced(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -58,7 +58,8 @@ def median_bandwidth(x: torch.Tensor, y: torch.Tensor, *, max_points: int = 2000
 
 
 @torch.no_grad()
-def mmd_rbf(x: object, y: object, bandwidth: float | None = None) -> float:
+def mmd_rbf(x: object, y: object, bandwidth: float | None = None, *,
+            max_points: int = 10_000, generator: int | torch.Generator | None = None) -> float:
     """Unbiased squared MMD between two samples with the RBF kernel.
 
     Method: ``MMD^2_u = 1/(n(n-1)) sum_{i!=j} k(x_i,x_j) + 1/(m(m-1)) sum_{i!=j} k(y_i,y_j)
@@ -72,6 +73,8 @@ def mmd_rbf(x: object, y: object, bandwidth: float | None = None) -> float:
         x: samples ``[n, ...]`` (``n >= 2``; 1-D input is ``n`` scalars).
         y: samples ``[m, ...]`` (``m >= 2``), same per-sample size as ``x``.
         bandwidth: kernel length scale ``h > 0``; ``None`` for the median heuristic.
+        max_points: larger samples are subsampled to this many rows per side (with a warning).
+        generator: seed or generator of the subsampling (default seed 0).
 
     Returns:
         The unbiased estimate of ``MMD^2`` (dimensionless, at most 2 in expectation).
@@ -85,6 +88,7 @@ def mmd_rbf(x: object, y: object, bandwidth: float | None = None) -> float:
         2.0
     """
     xs, ys = as_sample_pair(x, y, min_rows=2)
+    xs, ys = subsample_pair(xs, ys, max_points, "mmd_rbf", generator)
     if bandwidth is None:
         h = median_bandwidth(xs, ys)
     else:

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from monge.core.checks import make_generator
 from monge.errors import ConvergenceWarning, InputError
-from monge.metrics._samples import as_sample_pair
+from monge.metrics._samples import as_sample_pair, subsample_pair
 from monge.metrics.trajectory import transport_cost
 from monge.ot.cost import sq_euclidean_cost
 from monge.ot.exact import exact
@@ -50,11 +49,6 @@ def _squared_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     :mod:`monge.ot`, from exact differences so identical points cost exactly 0)."""
     return sq_euclidean_cost(x.detach().cpu().double(), y.detach().cpu().double(),
                              exact_differences=True)
-
-
-def _subsample(x: torch.Tensor, max_points: int, generator: torch.Generator) -> torch.Tensor:
-    idx = torch.randperm(x.shape[0], generator=generator)[:max_points]
-    return x[idx.to(x.device)]
 
 
 def wasserstein2(x: object, y: object, *, max_points: int = 4000,
@@ -87,20 +81,9 @@ def wasserstein2(x: object, y: object, *, max_points: int = 4000,
         >>> round(wasserstein2(x, x + torch.tensor([3.0, 4.0])), 6)
         5.0
     """
-    if int(max_points) < 1:
-        raise InputError(f"max_points: must be a positive integer, got {max_points}")
     xs, ys = as_sample_pair(x, y)
+    xs, ys = subsample_pair(xs, ys, max_points, "wasserstein2", generator)
     n, m = xs.shape[0], ys.shape[0]
-    if n > max_points or m > max_points:
-        warnings.warn(f"wasserstein2: subsampling {n} x {m} points to at most {max_points} per "
-                      "side for the exact solve; the value is the W2 between the subsamples",
-                      UserWarning, stacklevel=2)
-        gen = make_generator(0 if generator is None else generator, "cpu")
-        if n > max_points:
-            xs = _subsample(xs, max_points, gen)
-        if m > max_points:
-            ys = _subsample(ys, max_points, gen)
-        n, m = xs.shape[0], ys.shape[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the solver's own warning is re-raised below, named
         result = exact(None, None, _squared_cost(xs, ys), max_iter=max(100_000, 50 * n * m),

@@ -4,7 +4,9 @@ wrapper that knows its path and prediction, and the ``PATHS`` registry.
 Every path implements :class:`~monge.paths.base.ProbabilityPath`. ``PATHS.build(name, **options)``
 builds one from configuration options (each factory takes the options it needs and ignores the
 rest: ``sigma_min``, ``sigma_max``, ``interpolant``, ``gamma``, ``gamma_scale``, ``D``, and
-``data``/``generator`` for paths estimated from the target's training data).
+``data``/``generator`` for paths estimated from the target's training data (``data`` may be a
+callable, called only by such paths), and ``state`` (a path's ``export_state()``) to rebuild one
+without its data).
 """
 
 from __future__ import annotations
@@ -77,11 +79,19 @@ def _interpolant(interpolant: str = "linear", gamma: str = "sqrt",
 
 
 @PATHS.register("kinetic-optimal", description="kinetic-optimal schedule estimated from the "
-                "target's data separation (Shaul et al. 2023)", gaussian_source="yes")
-def _kinetic_optimal(data: Any = None, generator: Any = 0, **_: Any) -> ProbabilityPath:
+                "target's data separation (Shaul et al. 2023)", gaussian_source="yes",
+                needs_data="yes")
+def _kinetic_optimal(data: Any = None, generator: Any = 0, state: dict | None = None,
+                     **_: Any) -> ProbabilityPath:
     from monge.errors import InputError
+    if state:  # rebuilt from a checkpoint: no data needed
+        path = KineticOptimalPath(state["snr"], state["separation"])
+        path.data_scale = float(state["data_scale"])
+        return path
     if data is None:
         raise InputError("path kinetic-optimal: needs the target's training data")
+    if callable(data):
+        data = data()
     return KineticOptimalPath.from_data(data, generator=generator)
 
 

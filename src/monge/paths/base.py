@@ -82,6 +82,11 @@ class ProbabilityPath(ABC):
         conversions divide by α or σ, which vanish at the ends of some paths)."""
         return 0.0 if prediction == "velocity" else 1e-3
 
+    def export_state(self) -> dict[str, Any]:
+        """JSON-serialisable data a factory needs to rebuild this path without its training
+        data (``PATHS.build(name, state=...)``); empty for paths defined by their options."""
+        return {}
+
     def prediction_advice(self, prediction: str) -> str | None:
         """A warning for a prediction that trains poorly on this path (None when fine)."""
         return None

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -249,6 +250,11 @@ class KineticOptimalPath(AffinePath):
     """
 
     name = "kinetic-optimal"
+
+    def export_state(self) -> dict[str, Any]:
+        """The separation curve and data scale (rebuilds the same path, no data needed)."""
+        return {"snr": self.snr.tolist(), "separation": self.separation.tolist(),
+                "data_scale": float(self.data_scale)}
 
     def prediction_advice(self, prediction: str) -> str | None:
         if prediction == "velocity":

@@ -51,7 +51,14 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"
         raise DataError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
     if "monge" not in meta:
         raise DataError(f"{path}: safetensors file without monge metadata")
-    return tensors, json.loads(meta["monge"])
+    try:
+        state = json.loads(meta["monge"])
+    except ValueError:
+        raise DataError(f"{path}: its monge metadata is not valid JSON (corrupt checkpoint)"
+                        ) from None
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: its monge metadata is not a JSON object (corrupt checkpoint)")
+    return tensors, state
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -1,0 +1,175 @@
+"""Bad input through the command line: every case exits non-zero with exactly one ``error:``
+line naming the input and no traceback (issue: hold up under bad input and faults)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from monge.cli.main import app
+from monge.train import load_checkpoint
+
+runner = CliRunner()
+
+TINY = """source: gaussian
+target: moons
+data: {n_train: 512, n_test: 256}
+model: {hidden: 16, depth: 1, time_dim: 8}
+train: {steps: 10, batch_size: 32, checkpoint_every: 5, log_every: 5, warmup_steps: 1}
+eval: {n_samples: 32, solvers: [{solver: euler, nfe: [2]}], trajectories: 0,
+       straightness_steps: 2}
+compare: {couplings: []}
+"""
+
+
+def _one_error(res, *needles: str) -> str:
+    assert res.exit_code != 0, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, res.output
+    assert "Traceback" not in res.output
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "c.yaml").write_text(TINY + f"out: {root / 'run'}\n")
+    res = runner.invoke(app, ["run", str(root / "c.yaml"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    return root / "run"
+
+
+def _config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(body)
+    return path
+
+
+@pytest.mark.parametrize("body,needles", [
+    ("train: {steps: true}\n", ["train.steps", "valid integer"]),
+    ("out: ''\n", ["'out'", "must not be empty"]),
+    ("seed: 1\nseed: 2\n", ["duplicate key 'seed'"]),
+    ("seed: 100000000000000000000000\n", ["'seed'", "2**63"]),
+    ("train: {stepz: 3}\n", ["unknown key 'train.stepz'"]),
+    ("eval: {solvers: [{solver: heun, nfe: [1]}]}\n", ["heun", "NFE per step"]),
+    ("eval: {solvers: [{solver: dopri5, rtol: 1.0e-20}]}\n", ["rtol"]),
+])
+def test_bad_config_values(tmp_path, body, needles):
+    _one_error(runner.invoke(app, ["run", str(_config(tmp_path, body)), "--quiet"]), *needles)
+
+
+def test_config_that_is_a_folder_and_override_into_a_scalar(tmp_path):
+    _one_error(runner.invoke(app, ["run", str(tmp_path), "--quiet"]), "is a folder")
+    cfg = _config(tmp_path, "train: 5\n")
+    _one_error(runner.invoke(app, ["run", str(cfg), "--steps", "3", "--quiet"]),
+               "'train' is 5, not a mapping")
+
+
+@pytest.mark.parametrize("device,needle", [("banana", "not a device name"),
+                                           ("cuda:7", "cuda:7"), ("mps", "mps")])
+def test_devices_this_machine_lacks(tmp_path, device, needle):
+    if device == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    _one_error(runner.invoke(app, ["run", "--quiet", "--steps", "2", "--out", str(tmp_path / "o"),
+                                   "--device", device]), needle)
+
+
+def test_out_folder_is_never_overwritten_by_accident(tmp_path, trained):
+    _one_error(runner.invoke(app, ["run", "--quiet", "--steps", "2", "--out", str(trained)]),
+               "already holds a run", "--resume", "--overwrite")
+    (tmp_path / "notes.txt").write_text("mine")
+    _one_error(runner.invoke(app, ["run", "--quiet", "--steps", "2", "--out", str(tmp_path)]),
+               "is not empty")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _one_error(runner.invoke(app, ["run", "--quiet", "--steps", "2", "--out",
+                                   str(blocker / "sub")]), "--out", "cannot write")
+    _one_error(runner.invoke(app, ["run", "--quiet", "--steps", "2", "--out", "/proc/monge"]),
+               "--out", "cannot write")
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--nfe", "0"], ["--nfe", "positive"]),
+    (["--solver", "heun", "--nfe", "1"], ["heun spends 2 NFE per step"]),
+    (["--solver", "banana"], ["solver: unknown name 'banana'", "dopri5"]),
+    (["--n", "0"], ["--n"]),
+    (["--label", "3"], ["--label", "not class-conditional"]),
+])
+def test_sample_options(trained, tmp_path, args, needles):
+    _one_error(runner.invoke(app, ["sample", str(trained), "--out", str(tmp_path / "x.npy"),
+                                   *args]), *needles)
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--solver", "heun", "--nfe", "0"], ["--nfe", "positive"]),
+    (["--solver", "heun", "--nfe", "1"], ["heun spends 2"]),
+    (["--solver", "banana"], ["unknown name 'banana'"]),
+    (["--n", "-5"], ["--n", "at least 2"]),
+    (["--nfe", "4"], ["--nfe", "give --solver too"]),
+])
+def test_eval_options(trained, args, needles):
+    _one_error(runner.invoke(app, ["eval", str(trained), *args]), *needles)
+
+
+def test_sample_out_gets_the_npy_suffix_it_is_written_with(trained, tmp_path):
+    res = runner.invoke(app, ["sample", str(trained), "--n", "8", "--nfe", "2", "--solver",
+                              "euler", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "x.npy").exists() and str(tmp_path / "x.npy") in res.output
+    assert np.load(tmp_path / "x.npy").shape == (8, 2)
+
+
+def _rewrite(src: Path, dst: Path, tensors=None, meta=None) -> Path:
+    t, s = load_checkpoint(src / "checkpoint.safetensors")
+    tensors = t if tensors is None else tensors(t)
+    meta = {"monge": json.dumps(s)} if meta is None else meta(s)
+    dst.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(dst / "checkpoint.safetensors"),
+              metadata=meta)
+    return dst
+
+
+def _nan_first_weight(t):
+    key = next(k for k in t if k.startswith("ema.module."))
+    return {**t, key: torch.full_like(t[key], float("nan"))}
+
+
+def _without_shape(s):
+    return {"monge": json.dumps({k: v for k, v in s.items() if k != "shape"})}
+
+
+def _wider(s):
+    s = json.loads(json.dumps(s))
+    s["run_config"]["model"]["hidden"] = 24
+    return {"monge": json.dumps(s)}
+
+
+@pytest.mark.parametrize("tensors,meta,needles", [
+    (_nan_first_weight, None, ["NaN/Inf values", "corrupt"]),
+    (None, lambda s: {"monge": "{not json"}, ["not valid JSON"]),
+    (None, _without_shape, ["no 'shape'"]),
+    (None, _wider, ["weights do not fit the stored config"]),
+    (lambda t: {k: v for k, v in t.items() if not k.startswith(("model.", "ema."))}, None,
+     ["no model weights"]),
+])
+def test_broken_checkpoints(trained, tmp_path, tensors, meta, needles):
+    bad = _rewrite(trained, tmp_path / "bad", tensors, meta)
+    _one_error(runner.invoke(app, ["sample", str(bad), "--out", str(tmp_path / "x.npy")]),
+               *needles)
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_resume_with_another_config_names_the_key(trained, tmp_path):
+    cfg = _config(tmp_path, TINY.replace("hidden: 16", "hidden: 20") + f"out: {trained}\n")
+    _one_error(runner.invoke(app, ["run", str(cfg), "--quiet", "--resume"]),
+               "model.hidden (16 stored, 20 now)")
