@@ -6,7 +6,6 @@ the commands print its one-line message and exit with code 1, without a tracebac
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -15,11 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
+from monge.cli.errors import friendly_errors
 from monge.cli.ot_cmd import ot_command
+from monge.cli.pde_cmd import pde_app
 from monge.core.devices import resolve_device
 from monge.core.io import atomic_path, atomic_write_bytes, ensure_writable_dir
 from monge.couplings import RUN_COUPLINGS
-from monge.errors import MongeError
 from monge.paths import PATHS
 from monge.solvers import SOLVERS
 
@@ -31,25 +31,6 @@ def _threads() -> None:
     import torch
     # Small models on a 2-core machine: one thread per core, and never more than 4 by default.
     torch.set_num_threads(int(os.environ.get("MONGE_THREADS", min(4, os.cpu_count() or 1))))
-
-
-def friendly_errors(fn):
-    """Turn MongeError (and interrupted runs) into one line on stderr and exit code 1."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MongeError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-        except FloatingPointError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted: the last checkpoint is kept; rerun with --resume",
-                       err=True)
-            raise typer.Exit(130) from None
-    return wrapper
 
 
 @app.command()
@@ -230,6 +211,7 @@ def eval_(
 
 
 app.command("ot")(friendly_errors(ot_command))
+app.add_typer(pde_app, name="pde")
 
 
 def main() -> None:  # pragma: no cover - console entry point
