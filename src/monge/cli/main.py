@@ -194,11 +194,12 @@ def eval_(
         src = load_dataset(cfg.source, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
                            seed=cfg.seed + 1, test_fraction=cfg.data.test_fraction)
         x0 = src.test[:m] if src.test.shape[0] >= m else src.sample(m, g)[0]
+        x0 = trained.maps.encode_source(x0)
     cond = ({"y": tgt.test_labels[:m].to(dev)} if trained.num_classes is not None else None)
     frechet = cfg.eval.frechet if cfg.eval.frechet is not None else trained.shape == (1, 8, 8)
     records, _ = evaluate(trained.field, trained.method.initial_state(x0.to(dev), cfg.seed),
                           tgt.test[:m], specs, cond=cond, frechet=frechet, progress=True,
-                          data_scale=trained.method.data_scale)
+                          decode=trained.maps.decode)
     floor = wasserstein2(tgt.test[:m], tgt.test[m:2 * m])
     typer.echo(f"held-out floor W2 {floor:.4f} ({m} vs {m} samples)")
     unconverged = [r for r in records if r.get("converged") is False]

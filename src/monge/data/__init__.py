@@ -17,8 +17,12 @@ from monge.data.toys import (
     spirals,
     swissroll,
 )
+from monge.data.transform import NORMALIZE_MODES, AffineMap, standardizer
 
 __all__ = [
+    "NORMALIZE_MODES",
+    "AffineMap",
+    "standardizer",
     "DATASET_NAMES",
     "TOY_DATASETS",
     "Dataset",

@@ -6,14 +6,43 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from monge.couplings import make_coupling
-from monge.data import Dataset, load_dataset
+from monge.data import DATASET_NAMES, AffineMap, Dataset, load_dataset, standardizer
 from monge.errors import ConfigError, InputError
 from monge.experiments.config import RunConfig
 from monge.experiments.methods import Method, build_method
 from monge.models import build_model
+
+
+@dataclass
+class DataMaps:
+    """Data units ↔ model units: the standardisation of each side (``data.normalize``) and the
+    path's own data scale (kinetic-optimal paths train on rescaled data)."""
+
+    source: AffineMap
+    target: AffineMap
+    data_scale: float = 1.0
+
+    def encode_source(self, x: Tensor) -> Tensor:
+        return self.source.encode(x)
+
+    def encode_target(self, x: Tensor) -> Tensor:
+        return self.target.encode(x) * self.data_scale
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Generated samples (model units) → target data units."""
+        return self.target.decode(z / self.data_scale)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source.to_json(), "target": self.target.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None, data_scale: float) -> DataMaps:
+        data = data or {}
+        return cls(AffineMap.from_json(data.get("source")),
+                   AffineMap.from_json(data.get("target")), data_scale)
 
 
 @dataclass
@@ -26,6 +55,7 @@ class Components:
     model: nn.Module
     loss: nn.Module
     num_classes: int | None
+    maps: DataMaps
 
 
 def model_kwargs(cfg: RunConfig, shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
@@ -61,24 +91,31 @@ def build_components(cfg: RunConfig, device: str | torch.device = "cpu") -> Comp
         if target.num_classes is None:
             raise ConfigError(f"model.conditional: target {cfg.target!r} has no labels")
         num_classes = target.num_classes
+    mode = cfg.data.normalize
+    target_map = standardizer(target.train, mode, builtin=cfg.target in DATASET_NAMES)
+    source_map = standardizer(source.train, mode, builtin=cfg.source in DATASET_NAMES)
     torch.manual_seed(cfg.seed)
-    method = build_method(cfg, target)
+    # data-dependent paths (kinetic-optimal) are estimated on the standardised target
+    scaled = Dataset(target.name, target_map.encode(target.train), target.test,
+                     target.train_labels, target.test_labels, target.num_classes)
+    method = build_method(cfg, scaled)
     kind, kwargs = model_kwargs(cfg, target.shape)
     net = build_model(kind, target.shape, num_classes=num_classes, **kwargs)
     model = method.wrap_model(net).to(device)
     loss = method.loss(cfg, _coupling(cfg), num_classes)
-    return Components(source, target, method, model, loss, num_classes)
+    maps = DataMaps(source_map, target_map, method.data_scale)
+    return Components(source, target, method, model, loss, num_classes, maps)
 
 
 def batch_sampler(comp: Components, device: torch.device | str):
     source, target = comp.source, comp.target
     labels = target.train_labels
-    scale = comp.method.data_scale
     # Keep data on the training device once, so each step only indexes. Labels travel with the
     # batch whenever the target has them: the loss gives them to a conditional model, and
     # label-aware couplings use them either way.
-    src = Dataset(source.name, source.train.to(device), source.test, None, None, None)
-    tgt = Dataset(target.name, (target.train * scale).to(device), target.test,
+    src = Dataset(source.name, comp.maps.encode_source(source.train).to(device), source.test,
+                  None, None, None)
+    tgt = Dataset(target.name, comp.maps.encode_target(target.train).to(device), target.test,
                   None if labels is None else labels.to(device), None, target.num_classes)
 
     def sample_batch(n: int, g: torch.Generator):

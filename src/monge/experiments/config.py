@@ -38,6 +38,9 @@ class DataConfig(_Strict):
     n_train: int = Field(20000, ge=16, description="training points drawn for built-in toys")
     n_test: int = Field(4000, ge=8, description="held-out points drawn for built-in toys")
     test_fraction: float = Field(0.3, gt=0, lt=1, description="held-out share of a file/digits")
+    normalize: Literal["auto", "standard", "none"] = Field(
+        "auto", description="standardise the data per feature (per channel for images) for "
+        "training and undo it at sampling; auto: user files and folders only")
 
 
 class ModelConfig(_Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,12 +66,13 @@ def solve(field: nn.Module, x_init: Tensor, solver: str, *, nfe: int | None = No
 
 def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[SolverSpec], *,
              cond: dict[str, Any] | None = None, frechet: bool = False,
-             progress: bool = False, data_scale: float = 1.0
+             progress: bool = False, decode: Callable[[Tensor], Tensor] | None = None
              ) -> tuple[list[dict[str, Any]], dict[tuple[str, int], Tensor]]:
     """One record per (solver, NFE): W2, energy distance (and digits Fréchet distance).
 
     Returns the records and the generated samples keyed by (solver, NFE). Samples are divided
-    by ``data_scale`` (a path trained on rescaled data) before they are measured.
+    mapped back to data units by ``decode`` (standardisation, a path's data scale) before they
+    are measured.
     """
     records, samples = [], {}
     jobs = [(s, n) for s in specs for n in (s.nfe or [None])]
@@ -81,7 +83,8 @@ def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[So
         res = solve(field, x_init, spec.solver, nfe=budget, rtol=spec.rtol, atol=spec.atol,
                     cond=cond)
         seconds = time.perf_counter() - t0
-        x = res.x.float().cpu() / data_scale
+        x = res.x.float().cpu()
+        x = decode(x) if decode is not None else x
         samples[(spec.solver, res.nfe)] = x
         rec: dict[str, Any] = {"solver": spec.solver, "nfe": res.nfe,
                                "w2": wasserstein2(x, reference),
@@ -125,15 +128,17 @@ def eval_set(cfg: RunConfig, comp: Components, device) -> EvalSet:
     cond = None
     if comp.num_classes is not None:
         cond = {"y": tgt.test_labels[:m].to(device)}
-    return EvalSet(tgt.test[:m], tgt.test[m:2 * m], x0[:m].to(device), cond)
+    x0 = comp.maps.encode_source(x0[:m])
+    return EvalSet(tgt.test[:m], tgt.test[m:2 * m], x0.to(device), cond)
 
 
 def path_statistics(field: nn.Module, x_init: Tensor, steps: int, cond,
-                     data_scale: float = 1.0) -> tuple[dict, Any]:
+                     decode: Callable[[Tensor], Tensor] | None = None) -> tuple[dict, Any]:
     """Straightness, kinetic energy and transport cost from a fine Euler trajectory (in data
-    units: a trajectory in a rescaled space is divided by ``data_scale``)."""
+    units: a trajectory in model units is mapped back by ``decode``)."""
     fine = solve(field, x_init, "euler", nfe=steps, cond=cond, return_trajectory=True)
-    traj = fine.trajectory.float().cpu() / data_scale
+    traj = fine.trajectory.float().cpu()
+    traj = decode(traj.flatten(0, 1)).reshape(traj.shape) if decode is not None else traj
     stats = {"straightness": straightness(traj, fine.times),
              "kinetic_energy": kinetic_energy(traj, fine.times),
              "transport_cost": transport_cost(traj[0], traj[-1])}

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from monge.data import Dataset, load_dataset
 from monge.errors import ConfigError, DataError
-from monge.experiments.build import model_kwargs
+from monge.experiments.build import DataMaps, model_kwargs
 from monge.experiments.config import RunConfig, parse_config
 from monge.experiments.evaluate import solve
 from monge.experiments.methods import Method, build_method
@@ -32,6 +32,7 @@ class Trained:
     method: Method
     shape: tuple[int, ...]
     num_classes: int | None
+    maps: DataMaps
     data_fingerprint: str | None = None
 
     def sample(self, n: int, solver: str = "heun", nfe: int | None = 8, seed: int = 0,
@@ -49,6 +50,7 @@ class Trained:
                                     f"({exc})") from None
                 g = torch.Generator().manual_seed(seed)
                 source, _ = ds.sample(n, g)
+                source = self.maps.encode_source(source)
             else:
                 g = torch.Generator().manual_seed(seed)
                 source = torch.randn(n, *self.shape, generator=g)
@@ -60,8 +62,7 @@ class Trained:
         with torch.no_grad():
             res = solve(self.field, self.method.initial_state(source.to(device), seed), solver,
                         nfe=nfe, cond=cond)
-        if self.method.data_scale != 1.0:
-            res.x = res.x / self.method.data_scale
+        res.x = self.maps.decode(res.x)
         bad = int((~torch.isfinite(res.x)).any(dim=tuple(range(1, res.x.ndim))).sum())
         if bad:
             raise DataError(f"sampling produced {bad} of {n} samples with NaN/Inf values "
@@ -127,8 +128,9 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
         raise DataError(f"{checkpoint}: the weights do not fit the stored config ({detail})"
                         ) from None
     model.to(device).eval()
+    maps = DataMaps.from_json(state.get("data_maps"), method.data_scale)
     return Trained(cfg, model, method.velocity_field(model), method, shape,
-                   state.get("num_classes"), state.get("data_fingerprint"))
+                   state.get("num_classes"), maps, state.get("data_fingerprint"))
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

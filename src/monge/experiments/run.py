@@ -56,7 +56,8 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool,
     metadata = {"monge_version": monge.__version__, "run_config": cfg.model_dump(mode="json"),
                 "shape": list(comp.target.shape), "num_classes": comp.num_classes,
                 "path_state": comp.method.path.export_state(),
-                "data_fingerprint": data_fingerprint(comp.target)}
+                "data_fingerprint": data_fingerprint(comp.target),
+                "data_maps": comp.maps.to_json()}
     trainer = Trainer(distributed.wrap(comp.model, info), comp.loss,
                       batch_sampler(comp, device), trainer_cfg, out_dir=out, metadata=metadata,
                       progress=progress and info.is_main, device=device)
@@ -82,13 +83,13 @@ def _compare_couplings(cfg: RunConfig, main_row: dict[str, Any], out: Path, *, r
         comp, trainer, result = _train(sub, Path(sub.out), resume=resume, progress=progress,
                                        device=device)
         ev = eval_set(sub, comp, device)
-        scale = comp.method.data_scale
+        decode = comp.maps.decode
         field = comp.method.velocity_field(trainer.sampling_model.eval())
         x_init = comp.method.initial_state(ev.x0, sub.seed + 4)
         records, _ = evaluate(field, x_init, ev.ref_a,
                               [SolverSpec(solver="euler", nfe=cfg.compare.nfe)], cond=ev.cond,
-                              data_scale=scale)
-        stats, _ = path_statistics(field, x_init, cfg.eval.straightness_steps, ev.cond, scale)
+                              decode=decode)
+        stats, _ = path_statistics(field, x_init, cfg.eval.straightness_steps, ev.cond, decode)
         rows.append(_comparison_row(name, records, stats, result.seconds, result.steps))
     return rows
 
@@ -148,21 +149,21 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
     # ---- evaluation on held-out data -------------------------------------------------------
     ev = eval_set(cfg, comp, device)
     m = ev.ref_a.shape[0]
-    scale = comp.method.data_scale
+    decode = comp.maps.decode
     field = comp.method.velocity_field(trainer.sampling_model.eval())
     x_init = comp.method.initial_state(ev.x0, cfg.seed + 4)
     frechet = cfg.eval.frechet if cfg.eval.frechet is not None else comp.target.shape == (1, 8, 8)
     if progress:
         print(f"evaluating on {m} held-out target samples")
     evaluations, samples = evaluate(field, x_init, ev.ref_a, cfg.eval.solvers, cond=ev.cond,
-                                    frechet=frechet, progress=progress, data_scale=scale)
+                                    frechet=frechet, progress=progress, decode=decode)
     reference = {"reference_w2": wasserstein2(ev.ref_a, ev.ref_b),
                  "reference_energy_distance": energy_distance(ev.ref_a, ev.ref_b)}
     if frechet:
         reference["reference_frechet"] = classifier_frechet_distance(ev.ref_a, ev.ref_b)
         reference["reference_class_entropy"] = class_histogram_entropy(ev.ref_a)
     path_stats, traj = path_statistics(field, x_init, cfg.eval.straightness_steps, ev.cond,
-                                        scale)
+                                       decode)
 
     metrics: dict[str, Any] = {
         "source": cfg.source, "target": cfg.target, "path": cfg.path.name,
@@ -182,7 +183,7 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
         if missing:
             extra, _ = evaluate(field, x_init, ev.ref_a,
                                 [SolverSpec(solver="euler", nfe=missing)], cond=ev.cond,
-                                data_scale=scale)
+                                decode=decode)
             main_records += extra
         main_row = _comparison_row(cfg.coupling, main_records, path_stats, result.seconds,
                                    result.steps)
@@ -198,7 +199,8 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
     plots.plot_samples(out / "samples.png", gen, ev.ref_a,
                        f"{cfg.source} → {cfg.target}: generated (Euler, NFE {shown[1]}) vs "
                        "held-out", labels=labels,
-                       source=None if len(comp.target.shape) == 3 else x_init.cpu() / scale)
+                       source=None if len(comp.target.shape) == 3 else
+                       comp.maps.source.decode(x_init.cpu() / comp.maps.data_scale))
     k = min(cfg.eval.trajectories, m)
     if k > 0:
         plots.plot_trajectories(out / "trajectories.png", traj[:, :k],

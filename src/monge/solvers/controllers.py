@@ -31,7 +31,7 @@ def error_norm(error: State, x: State, x_new: State, rtol: float, atol: float) -
     total, count = 0.0, 0
     for e, a, b in zip(leaves(error), leaves(x), leaves(x_new), strict=True):
         scale = atol + rtol * torch.maximum(a.abs(), b.abs())
-        total += float(((e / scale) ** 2).sum())
+        total += float(((e.detach() / scale.detach()) ** 2).sum())
         count += e.numel()
     return math.sqrt(total / max(count, 1))
 
