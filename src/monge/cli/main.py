@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from monge.cli.dynamics_cmd import dynamics_app
 from monge.cli.errors import friendly_errors
 from monge.cli.ot_cmd import ot_command
 from monge.cli.pde_cmd import pde_app
@@ -213,6 +214,7 @@ def eval_(
 
 app.command("ot")(friendly_errors(ot_command))
 app.add_typer(pde_app, name="pde")
+app.add_typer(dynamics_app, name="dynamics")
 
 
 def main() -> None:  # pragma: no cover - console entry point

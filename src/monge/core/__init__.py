@@ -5,6 +5,12 @@ Everything here depends only on torch/numpy and :mod:`monge.errors`; every other
 
 from monge.core.checks import as_tensor, check_finite, check_ndim, check_same_batch, make_generator
 from monge.core.devices import resolve_device
+from monge.core.estimators import (
+    hutchinson_trace,
+    lanczos,
+    spectral_density_slq,
+    top_eigenvalue,
+)
 from monge.core.io import (
     atomic_path,
     atomic_write_bytes,
@@ -16,5 +22,6 @@ from monge.core.tensors import as_time, batch_time, broadcast_to_batch
 __all__ = [
     "as_tensor", "as_time", "atomic_path", "atomic_write_bytes", "batch_time",
     "broadcast_to_batch", "check_finite", "check_ndim", "check_same_batch", "make_generator",
-    "ensure_writable_dir", "remove_stale_temporaries", "resolve_device",
+    "ensure_writable_dir", "hutchinson_trace", "lanczos", "spectral_density_slq",
+    "top_eigenvalue", "remove_stale_temporaries", "resolve_device",
 ]
