@@ -27,7 +27,7 @@ import ot  # noqa: E402
 import torch  # noqa: E402
 from _results import append_results, markdown_table  # noqa: E402
 
-from monge.ot import sinkhorn, sinkhorn_newton_sparse, sq_euclidean_cost  # noqa: E402
+from monge.ot import sinkhorn, sinkhorn_newton_sparse, solve, sq_euclidean_cost  # noqa: E402
 
 
 def problem(n: int, seed: int = 0) -> np.ndarray:
@@ -97,6 +97,17 @@ def main() -> None:
             res["monge sinkhorn"] = run_monge(sinkhorn, C, eps, args.tol, args.max_iter, cap)[:3]
             its, sec, err, r = run_monge(sinkhorn_newton_sparse, C, eps, args.tol, 500, cap)
             res["monge sns"] = (its, sec, err)
+            # method="auto" (issue 14): picks sinkhorn or sns from eps; must stay within 1.2x of
+            # the faster fixed monge method
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t = time.perf_counter()
+                ra = solve(None, None, torch.as_tensor(C), method="auto", eps=eps, tol=args.tol)
+                res["monge auto"] = (ra.iterations, time.perf_counter() - t,
+                                     float(ra.marginal_error))
+            auto_pick = ra.info["auto"]["method"]
+            best_fixed = min(res["monge sinkhorn"][1], res["monge sns"][1])
+            auto_note = f"auto -> {auto_pick}: {res['monge auto'][1] / best_fixed:.2f}x best fixed"
             sns_detail = f"{r.info['warmup_iterations']}+{r.info['newton_iterations']}"
             pot = {k: v for k, v in res.items() if k.startswith("POT")}
             ok = {k: v for k, v in pot.items() if v[2] <= args.tol}
@@ -110,11 +121,12 @@ def main() -> None:
                     f"{best[1] / sec:.2f}x" if name.startswith("monge") else "",
                     f"{best[0] / max(its, 1):.1f}x" if name == "monge sns" else "",
                     f"{log_per_it / per_it:.1f}x" if name == "monge sinkhorn" else "",
-                    best_name if name == "monge sns" else ""])
+                    best_name if name == "monge sns" else (
+                        auto_note if name == "monge auto" else "")])
                 print(rows[-1], flush=True)
     header = ["n", "eps", "solver", "iterations", "seconds", "L1 marginal error",
               f"<= {args.tol:g}", "speed-up vs POT best", "iteration ratio vs POT best",
-              "per-iteration speed-up vs POT sinkhorn_log", "POT best"]
+              "per-iteration speed-up vs POT sinkhorn_log", "POT best / auto choice"]
     body = (f"Uniform square vs N((1,1), 0.2^2 I), squared Euclidean cost / max, float64, "
             f"tol {args.tol:g} (L1, both marginals), at most {args.max_iter} iterations and "
             f"{cap:g} s per solver. Speed-ups are POT-best seconds / monge seconds (>1: monge "

@@ -173,3 +173,15 @@ def test_resume_with_another_config_names_the_key(trained, tmp_path):
     cfg = _config(tmp_path, TINY.replace("hidden: 16", "hidden: 20") + f"out: {trained}\n")
     _one_error(runner.invoke(app, ["run", str(cfg), "--quiet", "--resume"]),
                "model.hidden (16 stored, 20 now)")
+
+
+def test_ot_refuses_a_dense_solve_too_large_and_an_unwritable_out(tmp_path):
+    pts = np.random.default_rng(0).normal(size=(5001, 2))
+    np.save(tmp_path / "a.npy", pts)
+    _one_error(runner.invoke(app, ["ot", str(tmp_path / "a.npy"), str(tmp_path / "a.npy"),
+                                   "--method", "exact"]), "too many", "--method auto")
+    small = tmp_path / "s.npy"
+    np.save(small, pts[:20])
+    (tmp_path / "file").write_text("x")
+    _one_error(runner.invoke(app, ["ot", str(small), str(small), "--out",
+                                   str(tmp_path / "file" / "plan.npz")]), "--out", "cannot write")

@@ -35,3 +35,32 @@ def test_ot_command_bad_input_raises_monge_errors(tmp_path):
         ot_command(tmp_path / "x.npy", tmp_path / "z.npy")
     with pytest.raises(MongeError, match="--method"):
         ot_command(tmp_path / "x.npy", tmp_path / "x.npy", method="magic")
+
+
+def test_ot_command_auto_online_writes_potentials_only(tmp_path, monkeypatch, capsys):
+    import monge.cli.ot_cmd as cmd
+    from monge.ot import online_sinkhorn
+
+    rng = np.random.default_rng(1)
+    x, y = rng.random((300, 2)), rng.normal(0.5, 0.3, (250, 2))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    out, png = tmp_path / "pot.npz", tmp_path / "plan.png"
+    monkeypatch.setattr(cmd, "MAX_WRITTEN_PLAN", 1000)
+    # a 1 KiB memory limit stands in for a 10^5-point problem: auto must go online
+    cmd.ot_command(tmp_path / "x.npy", tmp_path / "y.npy", eps=0.05, tol=1e-7,
+                   max_dense_gb=1e-6, out=out, plot=png, progress=True)
+    data = np.load(out, allow_pickle=False)
+    assert str(data["method"]) == "online_sinkhorn" and "plan" not in data.files
+    assert data["f"].shape == (300,) and float(data["marginal_error"]) <= 1e-7
+    ref = online_sinkhorn(np.float32(x).astype(np.float64), np.float32(y).astype(np.float64),
+                          0.05, eps_scale="max_cost", tol=1e-9)
+    assert float(data["cost"]) == pytest.approx(float(ref.cost), rel=1e-6)
+    assert png.stat().st_size > 0
+    assert "auto -> online_sinkhorn" in capsys.readouterr().out
+    # default method is auto; a small problem stays dense and writes its plan
+    cmd.ot_command(tmp_path / "x.npy", tmp_path / "y.npy", eps=0.05, out=out, progress=False)
+    data = np.load(out, allow_pickle=False)
+    assert str(data["method"]) == "sinkhorn"
+    with pytest.raises(MongeError, match="--dtype"):
+        cmd.ot_command(tmp_path / "x.npy", tmp_path / "y.npy", dtype="float16")

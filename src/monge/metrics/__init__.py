@@ -15,6 +15,7 @@ from monge.metrics.digits_classifier import (
 from monge.metrics.energy import energy_distance
 from monge.metrics.frechet import feature_frechet_distance, frechet_distance
 from monge.metrics.mmd import median_bandwidth, mmd_rbf
+from monge.metrics.sinkhorn_divergence import sinkhorn_divergence
 from monge.metrics.trajectory import kinetic_energy, straightness, transport_cost
 from monge.metrics.wasserstein import W2Result, w2_assignment, wasserstein2
 
@@ -24,6 +25,7 @@ __all__ = [
     "w2_assignment",
     "energy_distance",
     "mmd_rbf",
+    "sinkhorn_divergence",
     "median_bandwidth",
     "straightness",
     "kinetic_energy",

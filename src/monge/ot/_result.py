@@ -17,7 +17,8 @@ class OTResult:
     Attributes:
         plan: transport plan ``P`` of shape ``[..., n, m]``; dense for ``exact``, ``sinkhorn``
             and ``sns``, a sparse COO tensor for ``sparsity_constrained`` (<= k non-zeros per
-            column).
+            column), a :class:`monge.ot.online.LazyPlan` (potentials + blocked evaluation) for
+            ``online_sinkhorn``.
         f: source potential, shape ``[..., n]`` (entropic OT: ``P_ij = exp((f_i+g_j-C_ij)/eps)``;
             ``-inf`` on zero-mass points).
         g: target potential, shape ``[..., m]``.
@@ -34,7 +35,8 @@ class OTResult:
         eps_relative: the value given when ``eps`` was relative to the cost scale, else ``None``.
         cost_scale: ``max |C|`` that turned a relative eps into an absolute one (else ``None``).
         tol: the marginal-error tolerance the solve was asked to meet.
-        info: method-specific statistics (e.g. warm-up length and Hessian non-zeros for SNS).
+        info: method-specific statistics (e.g. warm-up length and Hessian non-zeros for SNS;
+            ``info["auto"] = {"method", "reason"}`` when ``method="auto"`` chose the solver).
         flags: warnings raised during the solve (e.g. ``"eps_below_dtype_precision"``).
     """
 
@@ -56,5 +58,7 @@ class OTResult:
     flags: list[str] = field(default_factory=list)
 
     def dense_plan(self) -> torch.Tensor:
-        """The plan as a dense tensor (a no-op for dense plans)."""
+        """The plan as a dense tensor (a no-op for dense plans; evaluates a lazy plan)."""
+        if not isinstance(self.plan, torch.Tensor):
+            return self.plan.dense()          # monge.ot.online.LazyPlan
         return self.plan.to_dense() if self.plan.is_sparse else self.plan

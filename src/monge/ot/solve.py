@@ -13,8 +13,8 @@ from monge.ot.sinkhorn import sinkhorn
 from monge.ot.sns import sinkhorn_newton_sparse
 from monge.ot.sparse import sparsity_constrained
 
-Method = Literal["sinkhorn", "exact", "sns", "sparse"]
-METHODS: tuple[str, ...] = ("sinkhorn", "exact", "sns", "sparse")
+Method = Literal["sinkhorn", "exact", "sns", "sparse", "auto"]
+METHODS: tuple[str, ...] = ("sinkhorn", "exact", "sns", "sparse", "auto")
 
 
 def solve(a, b, C, method: Method = "sinkhorn", *, eps: float = 0.05,
@@ -31,7 +31,9 @@ def solve(a, b, C, method: Method = "sinkhorn", *, eps: float = 0.05,
     Args:
         a, b: marginals ``[n]``, ``[m]`` (or batched; ``None``: uniform).
         C: cost ``[n, m]`` or ``[B, n, m]``; torch (float32/float64, any device) or numpy.
-        method: ``"sinkhorn"``, ``"exact"``, ``"sns"`` or ``"sparse"``.
+        method: ``"sinkhorn"``, ``"exact"``, ``"sns"``, ``"sparse"`` or ``"auto"`` (picks one
+            from eps, sizes and device and records it in ``result.info["auto"]``; see
+            :func:`monge.ot.auto.choose_method`).
         eps: regularisation (ignored by ``"exact"``).
         eps_scale: ``"absolute"`` or ``"max_cost"`` (eps times ``max |C|``); entropic methods.
         tol: marginal-error tolerance (gradient tolerance for ``"sparse"``).
@@ -47,6 +49,12 @@ def solve(a, b, C, method: Method = "sinkhorn", *, eps: float = 0.05,
         >>> float(solve(None, None, C, method="exact").cost)
         0.0
     """
+    if method == "auto":
+        if options:
+            raise InputError(f"options: {', '.join(sorted(options))} cannot be combined with "
+                             "method='auto' (they are method-specific)")
+        from monge.ot.auto import solve_auto
+        return solve_auto(a, b, C, eps=eps, eps_scale=eps_scale, tol=tol, max_iter=max_iter)
     extra = dict(options)
     if max_iter is not None:
         extra["max_iter"] = max_iter
