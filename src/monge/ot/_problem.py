@@ -78,16 +78,7 @@ def prepare(a, b, C, *, batch_ok: bool = True, mass_rtol: float | None = None) -
                 raise InputError(f"{name}: marginal has {int((x < 0).sum())} negative entries")
         marg.append(x)
     a, b = marg
-    sa, sb = a.sum(-1), b.sum(-1)
-    if bool((sa <= 0).any()) or bool((sb <= 0).any()):
-        raise InputError("a and b: marginals must have positive total mass")
-    rtol = mass_rtol if mass_rtol is not None else max(1e-6, 100.0 * torch.finfo(C.dtype).eps)
-    gap = ((sa - sb).abs() / torch.maximum(sa, sb)).max()
-    if float(gap) > rtol:
-        raise InputError(
-            f"a and b: total masses differ ({float(sa.flatten()[0]):.6g} vs "
-            f"{float(sb.flatten()[0]):.6g}, relative gap {float(gap):.2e} > {rtol:.1e})")
-    b = b * (sa / sb).unsqueeze(-1)
+    b = check_masses(a, b, mass_rtol)
     return Problem(a=a.contiguous(), b=b.contiguous(), C=C.contiguous(), batched=batched)
 
 
@@ -133,3 +124,19 @@ def check_positive_float(value: float, name: str) -> float:
 def marginal_error(P: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``||P 1 - a||_1 + ||P^T 1 - b||_1`` over the last two dimensions."""
     return (P.sum(-1) - a).abs().sum(-1) + (P.sum(-2) - b).abs().sum(-1)
+
+
+def check_masses(a: torch.Tensor, b: torch.Tensor, mass_rtol: float | None = None) -> torch.Tensor:
+    """Check that ``a`` and ``b`` have equal positive total mass (relative tolerance
+    ``mass_rtol``, default ``max(1e-6, 100 * dtype eps)``); returns ``b`` rescaled to ``a``'s
+    mass. The one place every OT solver (dense or online) checks masses."""
+    sa, sb = a.detach().sum(-1), b.detach().sum(-1)
+    if bool((sa <= 0).any()) or bool((sb <= 0).any()):
+        raise InputError("a and b: marginals must have positive total mass")
+    rtol = mass_rtol if mass_rtol is not None else max(1e-6, 100.0 * torch.finfo(a.dtype).eps)
+    gap = ((sa - sb).abs() / torch.maximum(sa, sb)).max()
+    if float(gap) > rtol:
+        raise InputError(
+            f"a and b: total masses differ ({float(sa.flatten()[0]):.6g} vs "
+            f"{float(sb.flatten()[0]):.6g}, relative gap {float(gap):.2e} > {rtol:.1e})")
+    return b * (sa / sb).unsqueeze(-1).to(b.dtype)

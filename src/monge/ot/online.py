@@ -14,6 +14,7 @@ from monge.errors import ConvergenceWarning, InputError
 from monge.ot._problem import (
     EpsScale,
     check_eps_precision,
+    check_masses,
     check_positive_float,
     check_positive_int,
     default_tol,
@@ -73,21 +74,6 @@ def prepare_weights(w, name: str, B: int, size: int, like: torch.Tensor,
     if bool((w < 0).any()):
         raise InputError(f"{name}: marginal has {int((w < 0).sum())} negative entries")
     return w.contiguous()
-
-
-def check_masses(a: torch.Tensor, b: torch.Tensor, mass_rtol: float | None = None) -> torch.Tensor:
-    """Check equal positive total mass (as :func:`monge.ot._problem.prepare`); returns ``b``
-    rescaled to ``a``'s mass."""
-    sa, sb = a.detach().sum(-1), b.detach().sum(-1)
-    if bool((sa <= 0).any()) or bool((sb <= 0).any()):
-        raise InputError("a and b: marginals must have positive total mass")
-    rtol = mass_rtol if mass_rtol is not None else max(1e-6, 100.0 * torch.finfo(a.dtype).eps)
-    gap = ((sa - sb).abs() / torch.maximum(sa, sb)).max()
-    if float(gap) > rtol:
-        raise InputError(
-            f"a and b: total masses differ ({float(sa.flatten()[0]):.6g} vs "
-            f"{float(sb.flatten()[0]):.6g}, relative gap {float(gap):.2e} > {rtol:.1e})")
-    return b * (sa / sb).unsqueeze(-1).to(b.dtype)
 
 
 def default_block_rows(m: int, itemsize: int, B: int = 1,
