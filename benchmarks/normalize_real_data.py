@@ -58,7 +58,7 @@ def main() -> None:
                              f"{m['reference_w2']:.4g}", f"{w2 / m['reference_w2']:.2f}",
                              f"{time.perf_counter() - t0:.0f} s"])
                 print(rows[-1])
-    table = markdown_table(["data", "rows × features", "max |x|", "normalize", "W2 @ NFE 100",
+    table = markdown_table(["data", "rows × features", "max abs value", "normalize", "W2 @ NFE 100",
                             "held-out floor", "W2 / floor", "wall"], rows)
     verdict = ("Acceptance (default `auto` within 2.5× floor): "
                + ", ".join(f"{r[0]} {'met' if float(r[6]) <= 2.5 else 'NOT met'} ({r[6]}×)"
