@@ -185,3 +185,29 @@ def test_ot_refuses_a_dense_solve_too_large_and_an_unwritable_out(tmp_path):
     (tmp_path / "file").write_text("x")
     _one_error(runner.invoke(app, ["ot", str(small), str(small), "--out",
                                    str(tmp_path / "file" / "plan.npz")]), "--out", "cannot write")
+
+
+def test_a_model_too_big_for_memory_is_one_line(tmp_path):
+    cfg = _config(tmp_path, TINY.replace("hidden: 16, depth: 1", "hidden: 10000000, depth: 2")
+                  + f"out: {tmp_path / 'o'}\n")
+    _one_error(runner.invoke(app, ["run", str(cfg), "--quiet"]), "does not fit in memory")
+
+
+def test_csv_with_an_empty_first_cell(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b\n,2\n3,4\n")
+    cfg = _config(tmp_path, TINY.replace("target: moons", f"target: {path}")
+                  + f"out: {tmp_path / 'o'}\n")
+    _one_error(runner.invoke(app, ["run", str(cfg), "--quiet"]), "x.csv",
+               "non-numeric value '' at line 2, column 1")
+
+
+def test_a_constant_target_reports_no_ratio_instead_of_dividing_by_zero(tmp_path):
+    path = tmp_path / "c.npy"
+    np.save(path, np.ones((400, 2), dtype=np.float32))
+    cfg = _config(tmp_path, TINY.replace("target: moons", f"target: {path}")
+                  + f"out: {tmp_path / 'o'}\n")
+    res = runner.invoke(app, ["run", str(cfg)])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["reference_w2"] == 0.0 and "n/a" in (tmp_path / "o" / "report.md").read_text()

@@ -100,7 +100,13 @@ def build_components(cfg: RunConfig, device: str | torch.device = "cpu") -> Comp
                      target.train_labels, target.test_labels, target.num_classes)
     method = build_method(cfg, scaled)
     kind, kwargs = model_kwargs(cfg, target.shape)
-    net = build_model(kind, target.shape, num_classes=num_classes, **kwargs)
+    try:
+        net = build_model(kind, target.shape, num_classes=num_classes, **kwargs)
+    except (RuntimeError, MemoryError) as exc:  # e.g. model.hidden: 10000000
+        if "alloc" not in str(exc).lower() and not isinstance(exc, MemoryError):
+            raise
+        raise ConfigError(f"model: a {kind} with {kwargs} does not fit in memory "
+                          f"({str(exc).splitlines()[0][-120:]}); use a smaller model") from None
     model = method.wrap_model(net).to(device)
     loss = method.loss(cfg, _coupling(cfg), num_classes)
     maps = DataMaps(source_map, target_map, method.data_scale)
