@@ -211,3 +211,16 @@ def test_a_constant_target_reports_no_ratio_instead_of_dividing_by_zero(tmp_path
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert m["reference_w2"] == 0.0 and "n/a" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_resume_clears_stale_temporaries_and_refreshes_the_json_copy(tmp_path):
+    cfg = _config(tmp_path, TINY + f"out: {tmp_path / 'o'}\n")
+    assert runner.invoke(app, ["run", str(cfg), "--quiet"]).exit_code == 0
+    run = tmp_path / "o"
+    (run / ".checkpoint.safetensors.abc123.tmp").write_bytes(b"torn")   # killed mid-write
+    (run / "checkpoint.json").unlink()                                   # killed before the copy
+    res = runner.invoke(app, ["run", str(cfg), "--quiet", "--resume"])
+    assert res.exit_code == 0, res.output
+    assert not list(run.glob(".*.tmp"))
+    _, state = load_checkpoint(run / "checkpoint.safetensors")
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == state["step"]

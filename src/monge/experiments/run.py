@@ -38,6 +38,7 @@ from monge.metrics import (
 )
 from monge.models import count_parameters
 from monge.train import CHECKPOINT_NAME, LOG_NAME, Trainer, TrainerConfig, distributed
+from monge.train.checkpoint import refresh_json_copy
 
 
 def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool,
@@ -140,6 +141,8 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
     if resume and (out / CHECKPOINT_NAME).exists():
         check_resumable(cfg, out / CHECKPOINT_NAME)
     prepare_run_folder(out, resume=resume, overwrite=overwrite)
+    if resume and (out / CHECKPOINT_NAME).exists() and info.is_main:
+        refresh_json_copy(out / CHECKPOINT_NAME)
     t_start = time.perf_counter()
     comp, trainer, result = _train(cfg, out, resume=resume, progress=progress, device=device)
     tc = cfg.train

@@ -35,6 +35,14 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor],
     return path
 
 
+def refresh_json_copy(path: str | Path) -> None:
+    """Rewrite ``<name>.json`` from the checkpoint's own metadata (the safetensors file is the
+    one source of truth; a run killed between the two atomic writes leaves the copy stale or
+    missing)."""
+    _, state = load_checkpoint(path)
+    atomic_write_bytes(Path(path).with_suffix(".json"), json.dumps(state, indent=2).encode())
+
+
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"
                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint`: (tensors, state)."""
