@@ -163,3 +163,22 @@ def test_bad_image_folders(tmp_path):
     for i in range(2):
         _write_png(tmp_path / "few" / f"{i}.png", np.zeros((4, 4), np.uint8))
     _expect_error(load_image_folder, tmp_path / "few", "at least 4")
+
+
+def test_png_folder_says_which_files_it_ignores(tmp_path):
+    import warnings as _w
+
+    import numpy as _np
+    from PIL import Image
+
+    from monge.data import load_image_folder
+
+    for i in range(6):
+        Image.fromarray((_np.full((4, 4), 10 * i)).astype(_np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with _w.catch_warnings(record=True) as caught:
+        _w.simplefilter("always")
+        images, _ = load_image_folder(tmp_path)
+    assert images.shape[0] == 6
+    assert any("ignoring 1 file(s)" in str(c.message) and "notes.txt" in str(c.message)
+               for c in caught)

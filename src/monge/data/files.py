@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -144,6 +145,13 @@ def load_image_folder(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | No
         label_list.extend([label] * len(found))
     if len(files) < MIN_ROWS:
         raise DataError(f"{root}: found {len(files)} PNG images, need at least {MIN_ROWS}")
+    others = [p for folder in (root, *class_dirs) for p in folder.iterdir()
+              if p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS
+              and not p.name.startswith(".")]
+    if others:
+        warnings.warn(f"{root}: ignoring {len(others)} file(s) that are not PNG images (e.g. "
+                      f"{others[0].name}); {len(files)} images are used", UserWarning,
+                      stacklevel=2)
 
     arrays: list[np.ndarray] = []
     grayscale = True
