@@ -75,10 +75,8 @@ def test_config_that_is_a_folder_and_override_into_a_scalar(tmp_path):
 
 
 @pytest.mark.parametrize("device,needle", [("banana", "not a device name"),
-                                           ("cuda:7", "cuda:7"), ("mps", "mps")])
+                                           ("cuda:999", "cuda:999"), ("mps", "mps")])
 def test_devices_this_machine_lacks(tmp_path, device, needle):
-    if device == "cuda:7" and torch.cuda.device_count() > 7:
-        pytest.skip("this machine has 8 GPUs")
     _one_error(runner.invoke(app, ["run", "--quiet", "--steps", "2", "--out", str(tmp_path / "o"),
                                    "--device", device]), needle)
 
