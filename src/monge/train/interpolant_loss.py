@@ -41,7 +41,7 @@ from monge.paths.interpolant import (
     make_interpolant,
 )
 from monge.train.conditioning import LabelConditioning
-from monge.train.losses import LossOutput
+from monge.train.losses import LossOutput, paired_batch
 from monge.train.time_samplers import TimeSampler, UniformTime
 
 LossForm = Literal["mse", "quadratic"]
@@ -114,10 +114,9 @@ class InterpolantLoss(nn.Module):
     def forward(self, model: nn.Module, x0: Tensor, x1: Tensor, y1: Tensor | None = None,
                 generator: torch.Generator | None = None) -> LossOutput:
         """Loss on one minibatch; ``per_example`` is [B] (the ± pair averaged when antithetic)."""
-        pairing = self.coupling(x0, x1, y1=y1, generator=generator)
+        pairing, t = paired_batch(self.coupling, self.time_sampler, x0, x1, y1, generator)
         x0, x1, y1 = pairing.x0, pairing.x1, pairing.y1
         n = x1.shape[0]
-        t = self.time_sampler.sample(n, generator=generator, dtype=x1.dtype, device=x1.device)
         z = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=x1.device)
         cond = self.labels(y1, generator)
         si = self.interpolant

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from monge.couplings import Coupling, IndependentCoupling
+from monge.couplings import Coupling, IndependentCoupling, Pairing
 from monge.errors import InputError
 from monge.paths import PREDICTIONS, AffinePath, Prediction
 from monge.train.conditioning import LabelConditioning
@@ -52,6 +52,18 @@ class LossOutput:
     loss: Tensor
     per_example: Tensor
     t: Tensor
+
+
+def paired_batch(coupling: Coupling, time_sampler: TimeSampler, x0: Tensor, x1: Tensor,
+                 y1: Tensor | None, generator: torch.Generator | None
+                 ) -> tuple[Pairing, Tensor]:
+    """Pair a minibatch with the coupling and draw one time per pair: the first step of every
+    objective (the generator is consumed in this order: coupling, then times)."""
+    pairing = coupling(x0, x1, y1=y1, generator=generator)
+    x1p = pairing.x1
+    t = time_sampler.sample(x1p.shape[0], generator=generator, dtype=x1p.dtype,
+                            device=x1p.device)
+    return pairing, t
 
 
 class FlowMatchingLoss(nn.Module):
@@ -90,10 +102,8 @@ class FlowMatchingLoss(nn.Module):
 
     def forward(self, model: nn.Module, x0: Tensor, x1: Tensor, y1: Tensor | None = None,
                 generator: torch.Generator | None = None) -> LossOutput:
-        pairing = self.coupling(x0, x1, y1=y1, generator=generator)
+        pairing, t = paired_batch(self.coupling, self.time_sampler, x0, x1, y1, generator)
         x0, x1, y1 = pairing.x0, pairing.x1, pairing.y1
-        n = x1.shape[0]
-        t = self.time_sampler.sample(n, generator=generator, dtype=x1.dtype, device=x1.device)
         xt = self.path.sample_xt(x0, x1, t)
         cond = self.labels(y1, generator)
         pred = model(xt, t, **cond)
