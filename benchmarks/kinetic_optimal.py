@@ -27,8 +27,7 @@ from _results import append_results, markdown_table  # noqa: E402
 from monge.data import load_dataset  # noqa: E402
 from monge.metrics import kinetic_energy, wasserstein2  # noqa: E402
 from monge.models import MLP  # noqa: E402
-from monge.paths import GaussianMixture, LinearPath  # noqa: E402
-from monge.paths.field import VelocityField  # noqa: E402
+from monge.paths import GaussianMixture, LinearPath, ModelWrapper  # noqa: E402
 from monge.paths.kinetic_optimal import (  # noqa: E402
     KineticOptimalPath,
     data_separation,
@@ -94,7 +93,7 @@ def train_and_eval(path, data, test, steps: int, seed: int,
     trainer.fit()
     net = trainer.ema.module if trainer.ema is not None else model
     net.eval()
-    return evaluate_field(VelocityField(net, path, prediction), test, seed)
+    return evaluate_field(ModelWrapper(net, path, prediction), test, seed)
 
 
 def main() -> None:
