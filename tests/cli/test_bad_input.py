@@ -222,3 +222,18 @@ def test_resume_clears_stale_temporaries_and_refreshes_the_json_copy(tmp_path):
     assert not list(run.glob(".*.tmp"))
     _, state = load_checkpoint(run / "checkpoint.safetensors")
     assert json.loads((run / "checkpoint.json").read_text())["step"] == state["step"]
+
+
+def test_eval_says_when_the_data_behind_a_run_changed(tmp_path):
+    path = tmp_path / "t.npy"
+    rng = np.random.default_rng(0)
+    np.save(path, rng.normal(size=(300, 2)).astype(np.float32))
+    cfg = _config(tmp_path, TINY.replace("target: moons", f"target: {path}")
+                  + f"out: {tmp_path / 'o'}\n")
+    assert runner.invoke(app, ["run", str(cfg), "--quiet"]).exit_code == 0
+    same = runner.invoke(app, ["eval", str(tmp_path / "o"), "--solver", "euler", "--nfe", "2"])
+    assert same.exit_code == 0 and "differs from the data" not in same.output
+    np.save(path, rng.normal(size=(300, 2)).astype(np.float32) + 1.0)
+    changed = runner.invoke(app, ["eval", str(tmp_path / "o"), "--solver", "euler", "--nfe", "2"])
+    assert changed.exit_code == 0 and "differs from the data this model was trained" in \
+        changed.output
