@@ -282,6 +282,27 @@ def _gaussian(x: np.ndarray | Tensor, center: float, sigma: float):
     return lib.exp(-((x - center) ** 2) / (2 * sigma * sigma))
 
 
+def _fit_and_march(stepper, net, initial, err, steps: int, dt: float, grid) -> INSRResult:
+    """Fit the field to ``initial``, then take ``steps`` steps of ``dt``, recording the error
+    ``err(t) -> (relative_l2, prediction)`` after each and a few snapshots (shared by the cases)."""
+    t0 = time.perf_counter()
+    stepper.fit(initial)
+    t_fit = time.perf_counter() - t0
+    e, pred = err(0.0)
+    errors, snaps = [e], [(0.0, pred)]
+    keep = _snap_every(steps)
+    for n in range(1, steps + 1):
+        stepper.step(dt)
+        e, pred = err(n * dt)
+        errors.append(e)
+        if n in keep:
+            snaps.append((n * dt, pred))
+    total = time.perf_counter() - t0
+    return INSRResult(errors[-1], errors, count_parameters(net), total,
+                      (total - t_fit) / max(steps, 1), [h.loss for h in stepper.history],
+                      snaps, grid)
+
+
 def _snap_every(steps: int, n: int = 4) -> set[int]:
     return {round(i * steps / n) for i in range(n + 1)}
 
@@ -313,22 +334,8 @@ def advection_1d(*, width: int = 20, depth: int = 2, field_kind: str = "siren",
             pred = net(xt)[:, 0].double().numpy()
         return relative_l2(pred, _gaussian(xe, center + velocity * t, sigma)), pred
 
-    t0 = time.perf_counter()
-    stepper.fit(lambda x: _gaussian(x, center, sigma))
-    t_fit = time.perf_counter() - t0
-    e, pred = err(0.0)
-    errors, snaps = [e], [(0.0, pred)]
-    keep = _snap_every(steps)
-    for n in range(1, steps + 1):
-        stepper.step(dt)
-        e, pred = err(n * dt)
-        errors.append(e)
-        if n in keep:
-            snaps.append((n * dt, pred))
-    total = time.perf_counter() - t0
-    return INSRResult(errors[-1], errors, count_parameters(net), total,
-                      (total - t_fit) / max(steps, 1), [h.loss for h in stepper.history],
-                      snaps, xe)
+    return _fit_and_march(stepper, net, lambda x: _gaussian(x, center, sigma), err, steps, dt,
+                          xe)
 
 
 GRID_METHODS_1D = ("upwind", "lax_wendroff", "semi_lagrangian", "spectral")
@@ -409,22 +416,7 @@ def heat_2d(*, width: int = 32, depth: int = 2, field_kind: str = "siren",
         xn = x.detach().double().cpu().numpy()
         return torch.from_numpy(_heat_exact(xn[:, 0], xn[:, 1], 0.0, kappa)).to(x)[:, None]
 
-    t0 = time.perf_counter()
-    stepper.fit(target)
-    t_fit = time.perf_counter() - t0
-    e, pred = err(0.0)
-    errors, snaps = [e], [(0.0, pred)]
-    keep = _snap_every(steps)
-    for n in range(1, steps + 1):
-        stepper.step(dt)
-        e, pred = err(n * dt)
-        errors.append(e)
-        if n in keep:
-            snaps.append((n * dt, pred))
-    total = time.perf_counter() - t0
-    return INSRResult(errors[-1], errors, count_parameters(net), total,
-                      (total - t_fit) / max(steps, 1), [h.loss for h in stepper.history],
-                      snaps, np.stack([X, Y], -1))
+    return _fit_and_march(stepper, net, target, err, steps, dt, np.stack([X, Y], -1))
 
 
 def heat_2d_grid(m: int, *, steps: int = 10, dt: float = 0.02, kappa: float = 0.1,
