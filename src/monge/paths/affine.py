@@ -77,6 +77,10 @@ class AffinePath(ProbabilityPath):
             lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
         return 0.5 * (lo + hi)
 
+    def marginal_schedule(self) -> AffinePath:
+        """The path itself: its (α, σ) is the schedule solvers use."""
+        return self
+
     def initial_state(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """σ(0)·x0: the source samples on the t = 0 marginal's scale (σ_max for VE/EDM)."""
         scale = self.source_scale

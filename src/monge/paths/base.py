@@ -62,6 +62,12 @@ class ProbabilityPath(ABC):
         """The inverse of :meth:`log_snr` (float64)."""
         raise InputError(f"{self.name}: log-SNR is not defined for this path")
 
+    def marginal_schedule(self) -> Any:
+        """An affine path (α, σ, α̇, σ̇ in float64) whose marginals x_t = α·x1 + σ·ε equal this
+        path's for a standard Gaussian source, or None. Exponential-integrator and σ̄-variable
+        solvers reach the schedule through it; the base path has none."""
+        return None
+
     def prior_sample(self, shape: tuple[int, ...] | torch.Size, *,
                      generator: torch.Generator | None = None,
                      dtype: torch.dtype = torch.float32,

@@ -391,6 +391,19 @@ class StochasticInterpolant(ProbabilityPath):
     def t_from_log_snr(self, lam: Tensor | float) -> Tensor:
         return self.as_affine_path().t_from_log_snr(lam)
 
+    def marginal_schedule(self) -> AffinePath:
+        """The affine path with α = b(t) and σ = √(a² + γ²).
+
+        For a standard Gaussian source, a·x0 + γ·z is N(0, σ²I), so x_t = α·x1 + σ·ε has this
+        path's marginals, and the probability-flow velocity E[ȧx0 + ḃx1 + γ̇z | x_t] equals the
+        affine path's (E[x0 | x_t] and E[z | x_t] are a/σ and γ/σ times E[ε | x_t], and
+        σ̇ = (aȧ + γγ̇)/σ). With another source the conversions below are still exact algebra on
+        the velocity, so solvers stay consistent; only the meaning of ε changes.
+        """
+        if self.is_deterministic:
+            return _InterpolantPath(self.interpolant)
+        return _NoisyInterpolantPath(self.interpolant, self.gamma_fn)
+
     def as_affine_path(self) -> AffinePath:
         """The equivalent :class:`AffinePath` (α = b(t), σ = a(t)); needs γ ≡ 0."""
         if not self.is_deterministic:
@@ -422,6 +435,24 @@ class _InterpolantPath(AffinePath):
 
     def __repr__(self) -> str:
         return f"InterpolantPath({self.interpolant!r})"
+
+
+class _NoisyInterpolantPath(_InterpolantPath):
+    """The Gaussian-marginal view of x_t = a·x0 + b·x1 + γ·z: α = b, σ = √(a² + γ²)."""
+
+    def __init__(self, interpolant: Interpolant, gamma: Gamma):
+        super().__init__(interpolant)
+        self.gamma_fn = gamma
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(self.interpolant.a(t) ** 2 + self.gamma_fn.gamma(t) ** 2)
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        i = self.interpolant
+        return (i.a(t) * i.d_a(t) + self.gamma_fn.gamma_d_gamma(t)) / self.sigma(t)
+
+    def __repr__(self) -> str:
+        return f"InterpolantMarginalPath({self.interpolant!r}, {self.gamma_fn!r})"
 
 
 def make_interpolant(name: str = "linear", *, gamma: str = "sqrt",

@@ -77,6 +77,11 @@ class Solver(ABC):
     nfe_per_step: int = 1
     adaptive: bool = False
     stochastic: bool = False
+    min_steps: int = 1
+    """Fewest steps a fixed-grid solve may take (a multistep method of order k needs k)."""
+    needs_schedule: bool = False
+    """True for solvers that need a model wrapper with a noise schedule (exponential
+    integrators); they refuse a plain function with one error."""
 
     def init(self, field: Field, x: State, grid: Tensor, cond: dict[str, Any]
              ) -> tuple[Any, int]:

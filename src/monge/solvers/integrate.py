@@ -20,6 +20,7 @@ from torch import Tensor
 from monge.errors import ConvergenceWarning, InputError
 from monge.solvers.base import Field, Solver, SolveResult
 from monge.solvers.controllers import Controller, FixedGrid, PIController
+from monge.solvers.grids import make_grid
 from monge.solvers.grids import uniform_grid as time_grid
 from monge.solvers.state import State, all_finite, check_state, stack_states
 
@@ -30,7 +31,7 @@ def integrate(
     solver: Solver,
     *,
     steps: int | None = None,
-    grid: Sequence[float] | Tensor | None = None,
+    grid: Sequence[float] | Tensor | str | None = None,
     t0: float = 0.0,
     t1: float = 1.0,
     controller: Controller | None = None,
@@ -42,8 +43,9 @@ def integrate(
     """Integrate dx/dt = field(x, t, **cond) from t0 to t1 with ``solver``.
 
     Exactly one time specification is needed: ``steps`` (uniform grid), ``grid`` (explicit,
-    monotone times) or, for an adaptive solver, neither (then ``controller`` or a default
-    ``PIController()`` chooses the steps). A fixed-step solver never defaults to one step. A solve
+    monotone times), ``steps`` with a named ``grid`` (``"logsnr"``, ``"karras:7"``,
+    ``"shift:3"``; see :mod:`monge.solvers.grids`) or, for an adaptive solver, neither (then
+    ``controller`` or a default ``PIController()`` chooses the steps). A fixed-step solver never defaults to one step. A solve
     whose final state holds NaN/Inf is flagged ``converged=False`` with a message saying so.
 
     Args:
@@ -51,7 +53,8 @@ def integrate(
             state it takes and returns a tuple of the same structure.
         x: initial state at t0: a tensor [B, ...] or a tuple of tensors sharing B.
         solver: a :class:`~monge.solvers.base.Solver`.
-        steps, grid: time specification for fixed-step integration.
+        steps, grid: time specification for fixed-step integration (a named grid is built
+            once from ``steps``, t0, t1 and the field's schedule).
         t0, t1: start and end times (t1 < t0 integrates backward, e.g. for inversion).
         controller: step-size controller (default: the grid, or ``PIController()``).
         cond: conditioning passed untouched to the field (e.g. ``{"y": labels}``).
@@ -74,6 +77,10 @@ def integrate(
     """
     cond = cond or {}
     x = check_state(x)
+    if isinstance(grid, str):
+        if steps is None:
+            raise InputError(f"integrate: a named grid ({grid!r}) needs steps=")
+        grid, steps = make_grid(grid, steps, t0, t1, model=field), None
     if grid is not None and steps is not None:
         raise InputError("integrate: give either steps or grid, not both")
     for name, value in (("t0", t0), ("t1", t1)):
@@ -93,6 +100,10 @@ def integrate(
         raise InputError("integrate: give a controller or steps/grid, not both")
     if isinstance(controller, FixedGrid):
         t0, t1 = float(controller.grid[0]), float(controller.grid[-1])
+        n_steps = controller.grid.numel() - 1
+        if n_steps < solver.min_steps:
+            raise InputError(f"{solver.name}: a multistep method of order {solver.min_steps} "
+                             f"needs at least {solver.min_steps} steps, got {n_steps}")
     elif float(t0) == float(t1):
         raise InputError(f"t0, t1: an adaptive solve needs t1 != t0, got {t0}")
     with torch.set_grad_enabled(enable_grad):
