@@ -45,8 +45,9 @@ def integrate(
     Exactly one time specification is needed: ``steps`` (uniform grid), ``grid`` (explicit,
     monotone times), ``steps`` with a named ``grid`` (``"logsnr"``, ``"karras:7"``,
     ``"shift:3"``; see :mod:`monge.solvers.grids`) or, for an adaptive solver, neither (then
-    ``controller`` or a default ``PIController()`` chooses the steps). A fixed-step solver never defaults to one step. A solve
-    whose final state holds NaN/Inf is flagged ``converged=False`` with a message saying so.
+    ``controller`` or a default ``PIController()`` chooses the steps). A fixed-step solver
+    never defaults to one step. A solve whose final state holds NaN/Inf is flagged
+    ``converged=False`` with a message saying so.
 
     Args:
         field: velocity (or drift) ``field(x, t, **cond)`` with t of shape [B]; for a tuple
