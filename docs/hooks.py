@@ -18,7 +18,8 @@ def registry_tables() -> dict[str, str]:
     from monge.train import LOSSES
 
     return {
-        "solvers": SOLVERS.markdown_table(columns=("order", "nfe_per_step", "adaptive")),
+        "solvers": SOLVERS.markdown_table(columns=("order", "nfe_per_step", "adaptive",
+                                                    "schedule")),
         "paths": PATHS.markdown_table(columns=("gaussian_source", "prediction")),
         "couplings": COUPLINGS.markdown_table(columns=("run",)),
         "grids": GRIDS.markdown_table(),

@@ -7,6 +7,7 @@ from PIL import Image
 from sklearn.datasets import load_digits as sklearn_load_digits
 
 from monge.data import DATASET_NAMES, Dataset, load_dataset, load_digits
+from monge.data.toys import TOY_DATASETS, TOY_NUM_CLASSES
 from monge.errors import DataError, InputError
 
 
@@ -38,7 +39,14 @@ def test_digits_split():
 def test_toy_datasets_are_seeded_independent_draws(name):
     ds = load_dataset(name, n_train=500, n_test=100, seed=1)
     assert ds.train.shape == (500, 2) and ds.test.shape == (100, 2) and ds.shape == (2,)
-    assert ds.train_labels is None and ds.num_classes is None
+    if name in TOY_NUM_CLASSES:  # mixture component / moon: labels of the same draws
+        assert ds.num_classes == TOY_NUM_CLASSES[name]
+        assert ds.train_labels.shape == (500,) and ds.test_labels.shape == (100,)
+        assert set(ds.train_labels.tolist()) == set(range(ds.num_classes))
+        torch.testing.assert_close(ds.train, TOY_DATASETS[name](
+            500, torch.Generator().manual_seed(1)))
+    else:
+        assert ds.train_labels is None and ds.num_classes is None
     again = load_dataset(name, n_train=500, n_test=100, seed=1)
     assert torch.equal(ds.train, again.train) and torch.equal(ds.test, again.test)
     other = load_dataset(name, n_train=500, n_test=100, seed=2)
@@ -86,9 +94,13 @@ def test_sample_with_replacement_keeps_labels_aligned(tmp_path):
     assert set(xs[:, 1].long().tolist()) <= set(ds.train[:, 1].long().tolist())
     again, _ = ds.sample(500, torch.Generator().manual_seed(0))
     assert torch.equal(xs, again)
-    toy = load_dataset("moons", n_train=50, n_test=5)
+    toy = load_dataset("rings", n_train=50, n_test=5)
     xt, yt = toy.sample(8, torch.Generator().manual_seed(0))
     assert xt.shape == (8, 2) and yt is None
+    moons = load_dataset("moons", n_train=50, n_test=5)   # labelled toy: labels follow rows
+    xm, ym = moons.sample(8, torch.Generator().manual_seed(0))
+    rows = torch.cdist(xm, moons.train).argmin(1)
+    assert torch.equal(ym, moons.train_labels[rows])
     with pytest.raises(InputError, match="n:"):
         toy.sample(0, torch.Generator())
 

@@ -16,13 +16,17 @@ import typer
 
 from monge.cli.dynamics_cmd import dynamics_app
 from monge.cli.errors import friendly_errors
+from monge.cli.likelihood_cmd import likelihood_command
 from monge.cli.ot_cmd import ot_command
 from monge.cli.pde_cmd import pde_app
 from monge.core.devices import resolve_device
 from monge.core.io import atomic_path, atomic_write_bytes, ensure_writable_dir
 from monge.couplings import RUN_COUPLINGS
 from monge.paths import PATHS
-from monge.solvers import SOLVERS
+from monge.solvers import GRIDS, SOLVERS, parse_grid
+
+GRID_HELP = (f"time grid: {GRIDS.help_text()}; with an argument: karras:RHO, shift:S, "
+             "shift:res (S from the data dimension)")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="monge: learn, sample and measure transport between distributions.")
@@ -105,6 +109,10 @@ def sample(
     = Path("samples.npy"),
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     label: Annotated[int | None, typer.Option(help="class label (conditional models)")] = None,
+    guidance: Annotated[float | None, typer.Option(
+        help="classifier-free guidance weight w (1 = conditional, 0 = unconditional; needs "
+             "--label and a model trained with train.cond_dropout > 0)")] = None,
+    grid: Annotated[str, typer.Option(help=GRID_HELP)] = "uniform",
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
 ) -> None:
     """Draw samples from a trained model and save them as a .npy array."""
@@ -125,6 +133,9 @@ def sample(
     if nfe is None and not adaptive:
         nfe = 8
     check_budget(solver, nfe, "--nfe")
+    parse_grid(grid)
+    if guidance is not None and label is None:
+        raise InputError("--guidance: give --label too (guidance steers toward a class)")
     trained = load_trained(checkpoint, resolve_device(device))
     labels = None
     if label is not None:
@@ -133,12 +144,17 @@ def sample(
         if not 0 <= label < trained.num_classes:
             raise InputError(f"--label: must be in 0..{trained.num_classes - 1}, got {label}")
         labels = torch.full((n,), label, dtype=torch.long)
-    res = trained.sample(n, solver=solver, nfe=nfe, seed=seed, labels=labels)
+    res = trained.sample(n, solver=solver, nfe=nfe, seed=seed, labels=labels, grid=grid,
+                         guidance=guidance)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, res.x.float().cpu().numpy())
+    calls = (f", {res.network_calls} network calls" if res.network_calls is not None
+             and res.network_calls != res.nfe else "")
+    extra = f", grid {grid}" if grid != "uniform" else ""
+    extra += f", guidance w={guidance:g}" if guidance is not None else ""
     typer.echo(f"wrote {n} samples of shape {tuple(res.x.shape[1:])} to {out} "
-               f"({solver}, NFE {res.nfe})")
+               f"({solver}, NFE {res.nfe}{calls}{extra})")
 
 
 @app.command("eval")
@@ -150,6 +166,7 @@ def eval_(
     nfe: Annotated[list[int] | None, typer.Option(help="NFE budget(s)")] = None,
     n: Annotated[int | None, typer.Option(help="evaluation samples")] = None,
     out: Annotated[Path | None, typer.Option(help="write the records as JSON")] = None,
+    grid: Annotated[str, typer.Option(help=GRID_HELP)] = "uniform",
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
 ) -> None:
     """Evaluate a trained model against held-out target data (W2, energy distance)."""
@@ -171,6 +188,9 @@ def eval_(
             check_budget(s, None if SOLVERS.entry(s).factory.adaptive else budget, "--nfe")
     if nfe and not solver:
         raise InputError("--nfe: give --solver too (the budgets apply to the solvers named)")
+    parse_grid(grid)
+    if grid != "uniform" and not solver:
+        raise InputError("--grid: give --solver too (the grid applies to the solvers named)")
     if out is not None:
         ensure_writable_dir(out.parent, "--out")
     dev = resolve_device(device)
@@ -179,8 +199,8 @@ def eval_(
     specs = cfg.eval.solvers
     if solver:
         budgets = nfe or [8]
-        specs = [SolverSpec(solver=s, nfe=[] if SOLVERS.entry(s).factory.adaptive else budgets)
-                 for s in solver]
+        specs = [SolverSpec(solver=s, nfe=[] if SOLVERS.entry(s).factory.adaptive else budgets,
+                            grid=grid) for s in solver]
     tgt = load_dataset(cfg.target, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
                        seed=cfg.seed, test_fraction=cfg.data.test_fraction)
     if trained.data_fingerprint and data_fingerprint(tgt) != trained.data_fingerprint:
@@ -213,6 +233,7 @@ def eval_(
 
 
 app.command("ot")(friendly_errors(ot_command))
+app.command("likelihood")(friendly_errors(likelihood_command))
 app.add_typer(pde_app, name="pde")
 app.add_typer(dynamics_app, name="dynamics")
 

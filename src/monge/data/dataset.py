@@ -29,7 +29,7 @@ from monge.data.files import (
     load_image_folder,
     load_labeled_array,
 )
-from monge.data.toys import TOY_DATASETS, gaussian
+from monge.data.toys import TOY_DATASETS, TOY_NUM_CLASSES, gaussian
 from monge.errors import DataError, InputError
 
 __all__ = ["DATASET_NAMES", "Dataset", "load_dataset"]
@@ -125,6 +125,12 @@ def load_dataset(spec: str | Path, *, n_train: int = 20000, n_test: int = 2000, 
             dims = shape if shape is not None else (2,)
             train = gaussian(n_train, generator, dims)
             test = gaussian(n_test, generator, dims)
+        elif name in TOY_NUM_CLASSES:
+            train, y_train = TOY_DATASETS[name](n_train, generator, return_labels=True)
+            test, y_test = TOY_DATASETS[name](n_test, generator, return_labels=True)
+            if shape is not None:
+                train, test = _reshape(train, shape, name), _reshape(test, shape, name)
+            return Dataset(name, train, test, y_train, y_test, TOY_NUM_CLASSES[name])
         else:
             train = TOY_DATASETS[name](n_train, generator)
             test = TOY_DATASETS[name](n_test, generator)

@@ -24,6 +24,7 @@ from monge.errors import InputError
 
 __all__ = [
     "TOY_DATASETS",
+    "TOY_NUM_CLASSES",
     "checkerboard",
     "eight_gaussians",
     "gaussian",
@@ -75,22 +76,25 @@ def gaussian(n: int, generator: torch.Generator | None = None,
     return _randn((n, *shape), generator)
 
 
-def eight_gaussians(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def eight_gaussians(n: int, generator: torch.Generator | None = None,
+                    return_labels: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Equal mixture of 8 Gaussians (std 0.5) centred on a circle of radius 4.
 
-    Centres at angles ``2*pi*k/8``, ``k = 0..7``.
+    Centres at angles ``2*pi*k/8``, ``k = 0..7``; k is the class label.
 
     Returns:
-        float32 tensor ``[n, 2]``.
+        float32 tensor ``[n, 2]`` (and int64 labels ``[n]`` with ``return_labels``).
     """
     _check_n(n)
-    k = _randint(8, n, generator).to(torch.float32)
-    angle = 2.0 * math.pi * k / 8.0
+    label = _randint(8, n, generator)
+    angle = 2.0 * math.pi * label.to(torch.float32) / 8.0
     centres = 4.0 * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
-    return centres + 0.5 * _randn((n, 2), generator)
+    x = centres + 0.5 * _randn((n, 2), generator)
+    return (x, label.long()) if return_labels else x
 
 
-def moons(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def moons(n: int, generator: torch.Generator | None = None,
+          return_labels: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Two interleaving half circles, as scikit-learn's ``make_moons(noise=0.05)``, scaled.
 
     Each point picks a moon with probability 1/2 and an angle ``theta ~ U[0, pi]``: the upper
@@ -99,7 +103,8 @@ def moons(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     3, so values lie in about ``[-4.7, 4.7] x [-2.5, 2.5]``.
 
     Returns:
-        float32 tensor ``[n, 2]``.
+        float32 tensor ``[n, 2]`` (and int64 labels ``[n]``, 1 for the lower moon, with
+        ``return_labels``).
     """
     _check_n(n)
     lower = _randint(2, n, generator).to(torch.bool)
@@ -108,7 +113,8 @@ def moons(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     y = torch.where(lower, 0.5 - torch.sin(theta), torch.sin(theta))
     points = torch.stack([x, y], dim=1) + 0.05 * _randn((n, 2), generator)
     offset = torch.tensor([0.5, 0.25], device=points.device, dtype=points.dtype)
-    return 3.0 * (points - offset)
+    x = 3.0 * (points - offset)
+    return (x, lower.long()) if return_labels else x
 
 
 def checkerboard(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -173,6 +179,9 @@ def swissroll(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     points = t[:, None] * torch.stack([torch.cos(t), torch.sin(t)], dim=1)
     return (points + 0.5 * _randn((n, 2), generator)) / 7.0
 
+
+TOY_NUM_CLASSES: dict[str, int] = {"8gaussians": 8, "moons": 2}
+"""Toys with class labels (``toy(n, g, return_labels=True)``): mixture component, moon."""
 
 TOY_DATASETS: dict[str, Callable[..., torch.Tensor]] = {
     "gaussian": gaussian,

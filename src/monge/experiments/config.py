@@ -19,9 +19,9 @@ from pydantic import (
 )
 
 from monge.couplings import RUN_COUPLINGS
-from monge.errors import ConfigError
+from monge.errors import ConfigError, InputError
 from monge.paths import PATHS
-from monge.solvers import SOLVERS
+from monge.solvers import SOLVERS, parse_grid
 
 # Names come from the registries, so the schema, the CLI help and the docs cannot drift apart.
 PathName = Literal[PATHS.names()]  # type: ignore[valid-type]
@@ -87,11 +87,26 @@ class TrainConfig(_Strict):
     cond_dropout: float = Field(0.0, ge=0, lt=1)
 
 
+def _check_grid(value: str) -> str:
+    try:
+        parse_grid(value)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 class SolverSpec(_Strict):
     solver: SolverName
     nfe: list[int] = Field(default_factory=list, description="NFE budgets (fixed-step solvers)")
     rtol: float = Field(1e-5, ge=1e-13, description="adaptive tolerance (>= 1e-13: float64)")
     atol: float = Field(1e-5, ge=1e-13)
+    grid: str = Field("uniform", description="time grid: uniform | logsnr | karras[:rho] | "
+                                             "shift:S | shift:res")
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, value: str) -> str:
+        return _check_grid(value)
 
     @model_validator(mode="after")
     def _budgets(self) -> SolverSpec:
@@ -103,6 +118,10 @@ class SolverSpec(_Strict):
         if not solver.adaptive and any(n < solver.nfe_per_step for n in self.nfe):
             raise ValueError(f"solver {self.solver!r} spends {solver.nfe_per_step} NFE per step; "
                              f"budgets below that allow no step (got {self.nfe})")
+        least = solver().min_steps * solver.nfe_per_step
+        if not solver.adaptive and any(n < least for n in self.nfe):
+            raise ValueError(f"solver {self.solver!r} is a multistep method that needs at least "
+                             f"{least} NFE (got {self.nfe})")
         return self
 
 
@@ -115,6 +134,16 @@ def _default_solvers() -> list[SolverSpec]:
 class EvalConfig(_Strict):
     n_samples: int = Field(2000, ge=8, description="generated samples per evaluation")
     solvers: list[SolverSpec] = Field(default_factory=_default_solvers)
+    sweep_nfe: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16],
+        description="NFE budgets of the report's every-solver table (empty: no table)")
+    sweep_samples: int = Field(500, ge=8, description="samples per cell of that table")
+    sweep_grid: str = Field("uniform", description="time grid of that table")
+
+    @field_validator("sweep_grid")
+    @classmethod
+    def _sweep_grid(cls, value: str) -> str:
+        return _check_grid(value)
     trajectories: int = Field(128, ge=0, description="trajectories drawn in trajectories.png")
     straightness_steps: int = Field(100, ge=2)
     frechet: bool | None = Field(None, description="classifier Fréchet distance (digits)")

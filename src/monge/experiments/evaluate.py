@@ -44,13 +44,26 @@ def check_budget(solver: str, nfe: int | None, name: str = "nfe") -> None:
     if not s.adaptive and nfe < s.nfe_per_step:
         raise InputError(f"{name}: {solver} spends {s.nfe_per_step} NFE per step, so a budget "
                          f"of {nfe} allows no step; use at least {s.nfe_per_step}")
+    if not s.adaptive and nfe // s.nfe_per_step < s.min_steps:
+        raise InputError(f"{name}: {solver} is a multistep method that needs at least "
+                         f"{s.min_steps * s.nfe_per_step} NFE; got {nfe}")
+
+
+def budget_allows(solver: str, nfe: int) -> bool:
+    """Whether a fixed-step solver can spend ``nfe`` (at least one step and its minimum)."""
+    s = make_solver(solver)
+    return nfe // s.nfe_per_step >= max(1, s.min_steps)
 
 
 def solve(field: nn.Module, x_init: Tensor, solver: str, *, nfe: int | None = None,
           rtol: float = 1e-5, atol: float = 1e-5, cond: dict[str, Any] | None = None,
-          return_trajectory: bool = False) -> SolveResult:
-    """Integrate the model's velocity from t = 0 to 1 with a named solver and NFE budget."""
+          return_trajectory: bool = False, grid: str = "uniform",
+          seed: int | None = None) -> SolveResult:
+    """Integrate the model's velocity from t = 0 to 1 with a named solver, NFE budget and time
+    grid (``seed`` seeds a stochastic solver's noise)."""
     s = make_solver(solver)
+    if s.stochastic:
+        s = make_solver(solver, generator=seed)
     if s.adaptive and nfe is None:
         return integrate(field, x_init, s, controller=PIController(rtol=rtol, atol=atol),
                          cond=cond, return_trajectory=return_trajectory)
@@ -60,7 +73,7 @@ def solve(field: nn.Module, x_init: Tensor, solver: str, *, nfe: int | None = No
     if steps < 1:
         raise ConfigError(f"solver {solver!r} needs at least {s.nfe_per_step} NFE per step; "
                           f"budget {nfe} is too small")
-    return integrate(field, x_init, s, steps=steps, cond=cond,
+    return integrate(field, x_init, s, steps=steps, grid=grid, cond=cond,
                      return_trajectory=return_trajectory)
 
 
@@ -77,11 +90,11 @@ def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[So
     records, samples = [], {}
     jobs = [(s, n) for s in specs for n in (s.nfe or [None])]
     for spec, budget in jobs:
-        if budget is not None and steps_for_budget(spec.solver, budget) < 1:
+        if budget is not None and not budget_allows(spec.solver, budget):
             continue
         t0 = time.perf_counter()
         res = solve(field, x_init, spec.solver, nfe=budget, rtol=spec.rtol, atol=spec.atol,
-                    cond=cond)
+                    cond=cond, grid=spec.grid, seed=0)
         seconds = time.perf_counter() - t0
         x = res.x.float().cpu()
         x = decode(x) if decode is not None else x
@@ -90,9 +103,13 @@ def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[So
                                "w2": wasserstein2(x, reference),
                                "energy_distance": energy_distance(x, reference),
                                "seconds": seconds}
+        if spec.grid != "uniform":
+            rec["grid"] = spec.grid
         if make_solver(spec.solver).adaptive:
             rec.update(rtol=spec.rtol, atol=spec.atol, converged=res.converged,
                        rejected=res.n_rejected)
+        elif not res.converged:
+            rec["converged"] = False
         if frechet:
             rec["frechet"] = classifier_frechet_distance(x, reference)
             rec["class_entropy"] = class_histogram_entropy(x)
@@ -104,6 +121,19 @@ def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[So
             print(f"  {spec.solver:>8} NFE {res.nfe:>4}: W2 {rec['w2']:.4f}  "
                   f"energy {rec['energy_distance']:.4f}{extra}")
     return records, samples
+
+
+def solver_sweep(field: nn.Module, x_init: Tensor, reference: Tensor, nfes: list[int],
+                 solvers: list[str], *, grid: str = "uniform",
+                 cond: dict[str, Any] | None = None, frechet: bool = False,
+                 decode: Callable[[Tensor], Tensor] | None = None) -> list[dict[str, Any]]:
+    """W2 (and digits Fréchet distance) of every named fixed-step solver at every NFE budget it
+    can spend, on one set of starting points: the report's every-solver table."""
+    specs = [SolverSpec(solver=s, nfe=[n for n in nfes if budget_allows(s, n)], grid=grid)
+             for s in solvers]
+    records, _ = evaluate(field, x_init, reference, [s for s in specs if s.nfe], cond=cond,
+                          frechet=frechet, decode=decode)
+    return records
 
 
 @dataclass

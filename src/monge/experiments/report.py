@@ -29,11 +29,40 @@ def solver_label(record: dict[str, Any]) -> str:
     """The solver's name, flagged when its solve did not converge or its samples were not
     finite (so a flag shows in every table)."""
     label = record["solver"]
+    if record.get("grid"):
+        label += f" [{record['grid']}]"
     if record.get("converged") is False:
         label += " (NOT converged)"
     if record.get("note"):
         label += f" ({record['note']})"
     return label
+
+
+def _sweep_section(metrics: dict[str, Any]) -> list[str]:
+    """Solvers × NFE table of W2 (or classifier Fréchet distance for digits)."""
+    recs = metrics.get("solver_sweep")
+    if not recs:
+        return []
+    key = "frechet" if any("frechet" in r for r in recs) else "w2"
+    nfes = sorted({r["nfe"] for r in recs})
+    solvers = list(dict.fromkeys(solver_label(r) for r in recs))
+    cell = {(solver_label(r), r["nfe"]): r[key] for r in recs}
+    head = "| solver | " + " | ".join(f"NFE {n}" for n in nfes) + " |"
+    sep = "|---|" + "---:|" * len(nfes)
+    body = ["| " + s + " | " + " | ".join(
+        f"{cell[(s, n)]:.4f}" if (s, n) in cell else "—" for n in nfes) + " |"
+        for s in solvers]
+    best = {n: min((cell[(s, n)], s) for s in solvers if (s, n) in cell) for n in nfes}
+    what = "classifier Fréchet distance" if key == "frechet" else "W2"
+    floor = metrics.get("reference_frechet" if key == "frechet" else "reference_w2")
+    return [f"## Every solver at small NFE ({what}; {metrics['sweep_samples']} samples, "
+            f"grid `{metrics['sweep_grid']}`)", "", head, sep, *body, "",
+            "Best per budget: " + ", ".join(f"NFE {n}: {b[1]} ({b[0]:.4f})"
+                                            for n, b in best.items()) + ". "
+            + (f"The held-out floor at the main table's sample size is {floor:.4f}. "
+               if floor else "")
+            + "A dash: the solver cannot spend that budget (one step costs more, or a "
+              "multistep method of order k needs k steps).", ""]
 
 
 def ratio(value: float, floor: float) -> str:
@@ -82,6 +111,7 @@ def render_report(cfg: RunConfig, metrics: dict[str, Any]) -> str:
         f"| {metrics['straightness']:.4f} | {metrics['kinetic_energy']:.4f} | "
         f"{metrics['transport_cost']:.4f} |",
         "",
+        *_sweep_section(metrics),
         *_comparison_section(metrics),
         "## Figures",
         "",

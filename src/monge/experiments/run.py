@@ -27,7 +27,7 @@ from monge.errors import ConfigError
 from monge.experiments import plots
 from monge.experiments.build import Components, batch_sampler, build_components
 from monge.experiments.config import RunConfig, SolverSpec
-from monge.experiments.evaluate import eval_set, evaluate, path_statistics
+from monge.experiments.evaluate import eval_set, evaluate, path_statistics, solver_sweep
 from monge.experiments.load import check_resumable, data_fingerprint
 from monge.experiments.report import render_report
 from monge.metrics import (
@@ -37,6 +37,7 @@ from monge.metrics import (
     wasserstein2,
 )
 from monge.models import count_parameters
+from monge.solvers import SOLVERS
 from monge.train import CHECKPOINT_NAME, LOG_NAME, Trainer, TrainerConfig, distributed
 from monge.train.checkpoint import refresh_json_copy
 
@@ -167,6 +168,18 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
         reference["reference_class_entropy"] = class_histogram_entropy(ev.ref_a)
     path_stats, traj = path_statistics(field, x_init, cfg.eval.straightness_steps, ev.cond,
                                        decode)
+    sweep: list[dict[str, Any]] = []
+    if cfg.eval.sweep_nfe:
+        k = min(cfg.eval.sweep_samples, m)
+        names = [n for n in SOLVERS.names() if not SOLVERS.entry(n).factory.adaptive
+                 and (cfg.source == "gaussian" or not SOLVERS.entry(n).factory.stochastic)]
+        if progress:
+            print(f"every-solver table: {len(names)} solvers at NFE {cfg.eval.sweep_nfe}, "
+                  f"{k} samples")
+        sweep = solver_sweep(field, x_init[:k], ev.ref_a[:k], cfg.eval.sweep_nfe, names,
+                             grid=cfg.eval.sweep_grid,
+                             cond={kk: v[:k] for kk, v in ev.cond.items()} if ev.cond else None,
+                             frechet=frechet, decode=decode)
 
     metrics: dict[str, Any] = {
         "source": cfg.source, "target": cfg.target, "path": cfg.path.name,
@@ -175,6 +188,9 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
         "resumed_from": result.resumed_from, "n_eval": m, **reference, **path_stats,
         "evaluations": evaluations,
     }
+    if sweep:
+        metrics.update(solver_sweep=sweep, sweep_samples=min(cfg.eval.sweep_samples, m),
+                       sweep_grid=cfg.eval.sweep_grid)
     if cfg.compare.couplings and info.enabled:
         print("coupling comparison skipped: it trains single-process models (run without "
               "torchrun to get it)")

@@ -27,6 +27,7 @@ from monge.paths.base import ProbabilityPath
 from monge.paths.gmm import GaussianMixture
 from monge.paths.interpolant import StochasticInterpolant, make_interpolant
 from monge.paths.kinetic_optimal import KineticOptimalPath
+from monge.paths.likelihood import LikelihoodResult, log_likelihood
 from monge.paths.model import ModelWrapper, PredictionField, ScheduleTransform
 from monge.paths.pfgmpp import PFGMPPPath
 
@@ -109,6 +110,7 @@ def make_path(name: str, **options: Any) -> ProbabilityPath:
 
 
 __all__ = ["PATHS", "PREDICTIONS", "AffinePath", "EDMPath", "GaussianMixture",
-           "KineticOptimalPath", "LinearPath", "ModelWrapper", "PFGMPPPath", "Prediction",
+           "KineticOptimalPath", "LikelihoodResult", "LinearPath", "ModelWrapper", "PFGMPPPath",
+           "Prediction",
            "PredictionField", "ProbabilityPath", "ScheduleTransform", "StochasticInterpolant",
-           "VEPath", "VPPath", "make_interpolant", "make_path"]
+           "VEPath", "VPPath", "log_likelihood", "make_interpolant", "make_path"]

@@ -119,6 +119,9 @@ class SolveResult:
         converged: False when the solve stopped early (max_steps, min_step) or its state is not
             finite.
         message: why, when it did not converge.
+        network_calls: network evaluations counted by the field (a model wrapper's ``nfe``)
+            during the solve; differs from ``nfe`` under guidance (2 calls per evaluation).
+            None for a field that does not count.
     """
 
     x: State
@@ -129,3 +132,4 @@ class SolveResult:
     trajectory: State | None = None
     converged: bool = True
     message: str = ""
+    network_calls: int | None = None

@@ -3,9 +3,10 @@
 A grid function returns the float64 times t0, ..., tN of an N-step solve (N + 1 points, t0 and
 tN exactly the solve's ends). A grid that depends on a schedule (uniform in log-SNR, Karras ρ)
 reaches it through the model wrapper's ``path.marginal_schedule()``, by duck typing, so this
-module never imports :mod:`monge.paths`. Where λ or σ̄ = σ/α is infinite at an end (the source
-of a linear path, the data end of a VP path) the spacing is computed on [t0 + δ, tN − δ]
-(δ = ``clamp``, default the model's ``t_clamp`` or 1e-3) and the end point is then the exact end.
+module never imports :mod:`monge.paths`. At an end where λ is infinite or, from float64
+round-off, |λ| > 25 (α or σ vanishes: the source of a linear path, the data end of VP) the
+spacing is computed from t + δ or t − δ (δ = ``clamp``, default the model's ``t_clamp`` or
+1e-3), and the end point is then the exact end.
 
 ``make_grid("karras:7", steps, model=m)`` parses ``name:argument`` specs as the CLI does
 (``--grid uniform | logsnr | karras[:ρ] | shift:S | shift:res``); a grid is applied exactly once,
@@ -33,6 +34,8 @@ from monge.core.registry import Registry
 from monge.errors import InputError
 
 GRIDS: Registry = Registry("grid")
+_LAMBDA_MAX = 25.0
+"""|λ| beyond which an end is treated as the path's singular end (σ̄ < 1e-11 or > 1e11)."""
 
 
 def _check_steps(steps: int) -> None:
@@ -68,7 +71,7 @@ def _spaced(model: Any, steps: int, t0: float, t1: float, clamp: float | None, n
     lam = view.log_snr(ends)
     inner = ends.clone()
     for i, sign in ((0, direction), (1, -direction)):
-        if not bool(torch.isfinite(lam[i])):
+        if not abs(float(lam[i])) < _LAMBDA_MAX:  # infinite, or huge from float64 round-off
             inner[i] = ends[i] + sign * delta
     u = to_u(view.log_snr(inner))
     frac = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)

@@ -22,7 +22,7 @@ from monge.solvers.base import Field, Solver, SolveResult
 from monge.solvers.controllers import Controller, FixedGrid, PIController
 from monge.solvers.grids import make_grid
 from monge.solvers.grids import uniform_grid as time_grid
-from monge.solvers.state import State, all_finite, check_state, stack_states
+from monge.solvers.state import State, all_finite, check_state, first, stack_states
 
 
 def integrate(
@@ -81,7 +81,8 @@ def integrate(
     if isinstance(grid, str):
         if steps is None:
             raise InputError(f"integrate: a named grid ({grid!r}) needs steps=")
-        grid, steps = make_grid(grid, steps, t0, t1, model=field), None
+        grid = make_grid(grid, steps, t0, t1, model=field, dim=first(x)[0].numel())
+        steps = None
     if grid is not None and steps is not None:
         raise InputError("integrate: give either steps or grid, not both")
     for name, value in (("t0", t0), ("t1", t1)):
@@ -107,9 +108,13 @@ def integrate(
                              f"needs at least {solver.min_steps} steps, got {n_steps}")
     elif float(t0) == float(t1):
         raise InputError(f"t0, t1: an adaptive solve needs t1 != t0, got {t0}")
+    calls = getattr(field, "nfe", None)
     with torch.set_grad_enabled(enable_grad):
-        return _loop(field, x, solver, controller, float(t0), float(t1), cond,
-                     return_trajectory, callback)
+        res = _loop(field, x, solver, controller, float(t0), float(t1), cond,
+                    return_trajectory, callback)
+    if isinstance(calls, int):
+        res.network_calls = field.nfe - calls
+    return res
 
 
 def _loop(field, x, solver: Solver, controller: Controller, t0: float, t1: float, cond, keep,
