@@ -88,6 +88,32 @@ def test_guided_sampling_counts_two_network_calls_per_evaluation(runs, tmp_path)
     assert np.linalg.norm(x.mean(0) - centre) < 1.5
 
 
+def test_classifier_guidance_from_the_command_line(runs, tmp_path):
+    clf = tmp_path / "clf.safetensors"
+    res = runner.invoke(app, ["train-classifier", str(runs["uncond"]), "--steps", "200",
+                              "--out", str(clf)])
+    assert res.exit_code == 0, res.output
+    acc = float(res.output.split("/ ")[1].split()[0])
+    assert acc > 0.8, res.output           # 8 well-separated classes, clean data
+    out = tmp_path / "c.npy"
+    res = runner.invoke(app, ["sample", str(runs["uncond"]), "--classifier", str(clf),
+                              "--label", "3", "--guidance", "3", "--solver", "dpmpp-2m",
+                              "--nfe", "10", "--n", "64", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    x = np.load(out)
+    centre = 4 * np.array([math.cos(3 * math.pi / 4), math.sin(3 * math.pi / 4)])
+    near = np.linalg.norm(x - centre, axis=1) < 2.0
+    assert near.mean() > 0.6, near.mean()   # unguided: about 1/8 of the samples
+    _one_error(runner.invoke(app, ["sample", str(runs["uncond"]), "--classifier",
+                                   str(tmp_path / "none.safetensors"), "--label", "1",
+                                   "--guidance", "1"]), "not found")
+    _one_error(runner.invoke(app, ["sample", str(runs["uncond"]), "--classifier", str(clf),
+                                   "--label", "9", "--guidance", "1"]), "--label", "0..7")
+    _one_error(runner.invoke(app, ["sample", str(runs["uncond"]), "--classifier",
+                                   str(runs["uncond"] / "checkpoint.safetensors"), "--label",
+                                   "1", "--guidance", "1"]), "not a monge noisy-classifier")
+
+
 def test_eval_with_a_grid(runs, tmp_path):
     out = tmp_path / "e.json"
     res = runner.invoke(app, ["eval", str(runs["cond"]), "--solver", "dpmpp-3m", "--nfe", "6",

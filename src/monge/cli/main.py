@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from monge.cli.classifier_cmd import train_classifier_command
 from monge.cli.dynamics_cmd import dynamics_app
 from monge.cli.errors import friendly_errors
 from monge.cli.likelihood_cmd import likelihood_command
@@ -112,6 +113,9 @@ def sample(
     guidance: Annotated[float | None, typer.Option(
         help="classifier-free guidance weight w (1 = conditional, 0 = unconditional; needs "
              "--label and a model trained with train.cond_dropout > 0)")] = None,
+    classifier: Annotated[Path | None, typer.Option(
+        help="classifier guidance: a file from monge train-classifier (--guidance is then its "
+             "scale w >= 0)")] = None,
     grid: Annotated[str, typer.Option(help=GRID_HELP)] = "uniform",
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
 ) -> None:
@@ -138,14 +142,24 @@ def sample(
         raise InputError("--guidance: give --label too (guidance steers toward a class)")
     trained = load_trained(checkpoint, resolve_device(device))
     labels = None
-    if label is not None:
+    clf = None
+    if classifier is not None:
+        from monge.guidance import load_classifier
+
+        if label is None or guidance is None:
+            raise InputError("--classifier: give --label and --guidance too")
+        clf, _ = load_classifier(classifier)
+        if not 0 <= label < clf.num_classes:
+            raise InputError(f"--label: must be in 0..{clf.num_classes - 1}, got {label}")
+        labels = torch.full((n,), label, dtype=torch.long)
+    elif label is not None:
         if trained.num_classes is None:
             raise InputError("--label: this model is not class-conditional")
         if not 0 <= label < trained.num_classes:
             raise InputError(f"--label: must be in 0..{trained.num_classes - 1}, got {label}")
         labels = torch.full((n,), label, dtype=torch.long)
     res = trained.sample(n, solver=solver, nfe=nfe, seed=seed, labels=labels, grid=grid,
-                         guidance=guidance)
+                         guidance=guidance, classifier=clf)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, res.x.float().cpu().numpy())
@@ -234,6 +248,7 @@ def eval_(
 
 app.command("ot")(friendly_errors(ot_command))
 app.command("likelihood")(friendly_errors(likelihood_command))
+app.command("train-classifier")(friendly_errors(train_classifier_command))
 app.add_typer(pde_app, name="pde")
 app.add_typer(dynamics_app, name="dynamics")
 

@@ -48,12 +48,14 @@ class Trained:
 
     def sample(self, n: int, solver: str = "heun", nfe: int | None = 8, seed: int = 0,
                labels: Tensor | None = None, source: Tensor | None = None,
-               grid: str = "uniform", guidance: float | None = None) -> SolveResult:
+               grid: str = "uniform", guidance: float | None = None,
+               classifier: nn.Module | None = None) -> SolveResult:
         """Draw n samples; the source is N(0, I) for a Gaussian source, else ``source``.
 
         ``grid`` names the time grid; ``guidance`` = w samples with classifier-free guidance
         (w = 1 conditional, 0 unconditional); ``result.network_calls`` counts network
-        evaluations (2 per guided evaluation)."""
+        evaluations (2 per guided evaluation). With ``classifier`` (a noisy classifier),
+        ``guidance`` is the classifier-guidance scale instead."""
         device = next(self.model.parameters()).device
         if source is None:
             if self.cfg.source != "gaussian":
@@ -71,11 +73,16 @@ class Trained:
                 g = torch.Generator().manual_seed(seed)
                 source = torch.randn(n, *self.shape, generator=g)
         cond = None
-        if self.num_classes is not None:
+        if self.num_classes is not None or classifier is not None:
             if labels is None:
-                labels = torch.arange(n) % self.num_classes
+                labels = torch.arange(n) % (self.num_classes or classifier.num_classes)
             cond = {"y": labels.to(device)}
-        field = self.field if guidance is None else self.guided(guidance)
+        if classifier is not None:
+            from monge.guidance import ClassifierGuidance
+
+            field = ClassifierGuidance(self.field, classifier.to(device), guidance or 0.0)
+        else:
+            field = self.field if guidance is None else self.guided(guidance)
         with torch.no_grad():
             res = solve(field, self.method.initial_state(source.to(device), seed), solver,
                         nfe=nfe, cond=cond, grid=grid, seed=seed)
