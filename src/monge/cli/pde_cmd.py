@@ -20,7 +20,8 @@ from monge.cli.errors import friendly_errors
 from monge.core.io import atomic_path
 from monge.errors import InputError
 
-pde_app = typer.Typer(help="Neural fields and PDE solvers (INSR, PINN/LPINN, DCDM) against "
+pde_app = typer.Typer(help="Neural fields and PDE solvers (INSR, PINN/LPINN, DCDM, "
+                           "Text2PDE latent flows) against "
                            "classical grid solvers; each command writes a report folder.",
                       no_args_is_help=True)
 
@@ -435,6 +436,130 @@ def poisson(
     _write_report(out, "poisson", {"grid": grid, "obstacle": str(obstacle) if obstacle else
                                    None, "tol": tol, "seed": seed, **extra}, metrics,
                   ("iterations", "seconds", "converged"))
+
+
+TEXT2PDE_METHODS = ("latent_flow", "latent_flow_text", "rollout", "ae_floor", "spectral")
+
+
+@pde_app.command("text2pde")
+@friendly_errors
+def text2pde(
+    out: OutOpt = Path("pde-text2pde"),
+    method: Annotated[str, typer.Option(help="Comma-separated: latent_flow (conditioned on u0 "
+                                             "and ν), latent_flow_text (on the descriptor), "
+                                             "rollout, ae_floor, spectral, or all.")] = "all",
+    train: Annotated[int, typer.Option(help="Training trajectories.")] = 256,
+    test: Annotated[int, typer.Option(help="Test trajectories.")] = 32,
+    ae_steps: Annotated[int, typer.Option(help="Autoencoder training steps.")] = 250,
+    flow_steps: Annotated[int, typer.Option(help="Training steps of each latent flow.")] = 250,
+    rollout_steps: Annotated[int, typer.Option(help="Rollout baseline training steps.")] = 250,
+    batch: Annotated[int, typer.Option(help="Batch size of every network.")] = 32,
+    sample_steps: Annotated[int, typer.Option(help="Solver steps when sampling the "
+                                                   "flow.")] = 10,
+    solver: Annotated[str, typer.Option(help="Sampling solver: heun or euler.")] = "heun",
+    t_final: Annotated[float, typer.Option(help="Time of the last of the 32 frames.")] = 0.25,
+    descriptor: Annotated[list[str] | None, typer.Option(
+        help="Text descriptor to generate from, e.g. 'viscosity 0.01, 2 waves, amplitude "
+             "1.0' (repeatable; plotted in generated.png).")] = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Text2PDE-style latent flow on 1-D viscous Burgers (64 points × 32 frames, periodic):
+    whole trajectories generated in one shot from u0 (+ ν) or from a text descriptor, against
+    an autoregressive neural rollout, the autoencoder floor and the spectral reference."""
+    from monge.sciml.text2pde import (
+        Text2PDEConfig,
+        evaluate_text2pde,
+        generate_from_text,
+        train_text2pde,
+    )
+    from monge.sciml.text2pde_data import estimate_viscosity, make_burgers_trajectories
+
+    chosen = _methods(method, TEXT2PDE_METHODS)
+    if train < 2 or test < 1:
+        raise InputError(f"--train, --test: expected at least 2 and 1 trajectories, got "
+                         f"{train} and {test}")
+    conditions = tuple(c for m, c in (("latent_flow", "initial"), ("latent_flow_text", "text"))
+                       if m in chosen or (c == "text" and descriptor))
+    tok = None
+    if descriptor:
+        from monge.sciml.text2pde_nets import DescriptorTokenizer
+        tok = DescriptorTokenizer()
+        for d in descriptor:  # fail on a bad word before any training
+            tok.tokens(d)
+    cfg = Text2PDEConfig(conditions=conditions, ae_steps=ae_steps, flow_steps=flow_steps,
+                         rollout_steps=rollout_steps if "rollout" in chosen else 0,
+                         batch_size=batch, sample_steps=sample_steps, solver=solver, seed=seed)
+    torch.manual_seed(seed)
+    data = make_burgers_trajectories(train + test, seed=seed, t_final=t_final)
+    models = train_text2pde(data.subset(slice(0, train)), cfg)
+    result = evaluate_text2pde(models, data.subset(slice(train, train + test)), cfg)
+    ref = data.u[train]
+    shown = [m for m in chosen if m in result.methods]
+    plt = _plt()
+    fig, axes = plt.subplots(2, len(shown) + 1, figsize=(3.2 * (len(shown) + 1), 6),
+                             squeeze=False)
+    ext = (0, 1, 0, t_final)
+    lim = float(np.abs(ref).max())
+    axes[0, 0].imshow(ref, origin="lower", aspect="auto", extent=ext, cmap="RdBu_r",
+                      vmin=-lim, vmax=lim)
+    axes[0, 0].set_title("reference u(x, t)", fontsize=9)
+    axes[0, 0].set_xlabel(data.descriptors[train], fontsize=7)
+    axes[1, 0].axis("off")
+    for j, m in enumerate(shown, start=1):
+        r = result.methods[m]
+        axes[0, j].imshow(r.samples[0], origin="lower", aspect="auto", extent=ext,
+                          cmap="RdBu_r", vmin=-lim, vmax=lim)
+        axes[0, j].set_title(f"{m} (rel. L2 {r.relative_l2:.2g})", fontsize=9)
+        im = axes[1, j].imshow(np.abs(r.samples[0] - ref), origin="lower", aspect="auto",
+                               extent=ext)
+        axes[1, j].set_title(f"|{m} - reference|", fontsize=9)
+        fig.colorbar(im, ax=axes[1, j])
+    _save(fig, out / "fields.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in shown:
+        ax.semilogy(np.maximum(result.methods[m].error_vs_time, 1e-8), label=m)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("relative L2 per frame (test mean)")
+    ax.legend()
+    _save(fig, out / "error_vs_time.png")
+    metrics: dict[str, dict] = {}
+    for m in shown:
+        r = result.methods[m]
+        metrics[m] = {"relative_l2": r.relative_l2, "seconds_per_sample": r.seconds_per_sample,
+                      "train_seconds": r.train_seconds, "parameters": r.parameters,
+                      "error_vs_time": r.error_vs_time}
+    check = result.text_check
+    if check is not None and "latent_flow_text" in metrics:
+        metrics["latent_flow_text"].update(
+            viscosity_relative_error=check.viscosity_relative_error,
+            viscosity_log_correlation=check.viscosity_log_correlation,
+            viscosity_within_20pct=check.viscosity_within_20pct,
+            reference_viscosity_error=check.reference_viscosity_error,
+            waves_accuracy=check.waves_accuracy, amplitude_error=check.amplitude_error)
+    if descriptor:
+        gen = generate_from_text(models, descriptor, steps=sample_steps, solver=solver,
+                                 seed=seed)
+        nu_hat = estimate_viscosity(gen, data.times)
+        fig, axes = plt.subplots(1, len(descriptor), figsize=(3.6 * len(descriptor), 3.4),
+                                 squeeze=False)
+        for ax, d, g, nh in zip(axes[0], descriptor, gen, nu_hat, strict=True):
+            ax.imshow(g, origin="lower", aspect="auto", extent=ext, cmap="RdBu_r")
+            ax.set_title(f"{d}\nν from energy decay: {nh:.2g}", fontsize=7)
+        _save(fig, out / "generated.png")
+        metrics["generated"] = {d: {"viscosity_estimated": float(nh)}
+                                for d, nh in zip(descriptor, nu_hat, strict=True)}
+    columns = ("relative_l2", "seconds_per_sample", "train_seconds", "parameters")
+    if "latent_flow_text" in metrics:
+        columns += ("viscosity_relative_error", "waves_accuracy")
+    table = {m: v for m, v in metrics.items() if m != "generated"}
+    _write_report(out, "text2pde", {"train": train, "test": test, "ae_steps": ae_steps,
+                                    "flow_steps": flow_steps, "rollout_steps": rollout_steps,
+                                    "sample_steps": sample_steps, "solver": solver,
+                                    "t_final": t_final, "nfe": result.nfe, "seed": seed},
+                  table, columns)
+    if "generated" in metrics:
+        with atomic_path(out / "generated.json") as tmp:
+            tmp.write_text(json.dumps(metrics["generated"], indent=2))
 
 
 __all__ = ["pde_app"]
