@@ -16,7 +16,7 @@ import typer
 
 from monge.cli.classifier_cmd import train_classifier_command
 from monge.cli.dynamics_cmd import dynamics_app
-from monge.cli.errors import friendly_errors
+from monge.cli.errors import OneLineUsageErrors, friendly_errors
 from monge.cli.likelihood_cmd import likelihood_command
 from monge.cli.ot_cmd import ot_command
 from monge.cli.pde_cmd import pde_app
@@ -29,7 +29,8 @@ from monge.solvers import GRIDS, SOLVERS, parse_grid
 GRID_HELP = (f"time grid: {GRIDS.help_text()}; with an argument: karras:RHO, shift:S, "
              "shift:res (S from the data dimension)")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=OneLineUsageErrors, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
                   help="monge: learn, sample and measure transport between distributions.")
 
 
@@ -97,6 +98,17 @@ def _print_evaluations(metrics: dict[str, Any]) -> None:
     Console().print(table)
 
 
+def _check_grid_for(grid: str, solvers: list[str]) -> None:
+    """A grid must parse, and applies to fixed-step solvers only."""
+    from monge.errors import InputError
+
+    parse_grid(grid)
+    for name in solvers:
+        if grid != "uniform" and SOLVERS.entry(name).factory.adaptive:
+            raise InputError(f"--grid: {name} is adaptive and chooses its own steps; a grid "
+                             "applies to fixed-step solvers")
+
+
 @app.command()
 @friendly_errors
 def sample(
@@ -137,7 +149,7 @@ def sample(
     if nfe is None and not adaptive:
         nfe = 8
     check_budget(solver, nfe, "--nfe")
-    parse_grid(grid)
+    _check_grid_for(grid, [solver])
     if guidance is not None and label is None:
         raise InputError("--guidance: give --label too (guidance steers toward a class)")
     trained = load_trained(checkpoint, resolve_device(device))
@@ -202,9 +214,9 @@ def eval_(
             check_budget(s, None if SOLVERS.entry(s).factory.adaptive else budget, "--nfe")
     if nfe and not solver:
         raise InputError("--nfe: give --solver too (the budgets apply to the solvers named)")
-    parse_grid(grid)
     if grid != "uniform" and not solver:
         raise InputError("--grid: give --solver too (the grid applies to the solvers named)")
+    _check_grid_for(grid, solver or [])
     if out is not None:
         ensure_writable_dir(out.parent, "--out")
     dev = resolve_device(device)

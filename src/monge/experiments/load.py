@@ -18,7 +18,7 @@ from monge.experiments.evaluate import solve
 from monge.experiments.methods import Method, build_method
 from monge.models import build_model
 from monge.paths import PATHS
-from monge.solvers import SolveResult
+from monge.solvers import SOLVERS, SolveResult
 from monge.train import load_checkpoint as _load_ckpt
 
 
@@ -57,6 +57,10 @@ class Trained:
         evaluations (2 per guided evaluation). With ``classifier`` (a noisy classifier),
         ``guidance`` is the classifier-guidance scale instead."""
         device = next(self.model.parameters()).device
+        if SOLVERS.entry(solver).factory.stochastic and self.cfg.source != "gaussian":
+            raise InputError(f"--solver: {solver} simulates the reverse diffusion SDE, which "
+                             f"needs a Gaussian source; this model transports "
+                             f"{self.cfg.source!r} (use an ODE solver)")
         if source is None:
             if self.cfg.source != "gaussian":
                 try:
