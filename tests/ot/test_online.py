@@ -153,3 +153,32 @@ def test_unconverged_is_flagged():
     with pytest.warns(ConvergenceWarning):
         r = online_sinkhorn(x, y, 1e-3, max_iter=2, tol=1e-12)
     assert not r.converged
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.005])
+def test_multiscale_start_reaches_the_same_plan(eps):
+    """Coarse-to-fine start (issue 14): same fixed point as the plain solve and as POT, both
+    marginals within tol, and no fine annealing sweeps above the cluster scale."""
+    from monge.ot.online import kmeans
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(400, 2, generator=g, dtype=torch.float64)
+    y = 0.5 + 0.3 * torch.randn(300, 2, generator=g, dtype=torch.float64)
+    a = torch.rand(400, generator=g, dtype=torch.float64) + 0.5
+    a = a / a.sum()
+    ref = online_sinkhorn(x, y, eps, a, eps_scale="max_cost", tol=1e-10)
+    ms = online_sinkhorn(x, y, eps, a, eps_scale="max_cost", tol=1e-10, multiscale=40)
+    assert ms.converged and float(ms.marginal_error) <= 1e-10
+    assert ms.info["multiscale_clusters"] == (40, 40)
+    assert float(ms.cost) == pytest.approx(float(ref.cost), rel=1e-8)
+    assert torch.allclose(ms.plan.dense(), ref.plan.dense(), atol=1e-11)
+    C = sq_euclidean_cost(x, y).numpy()
+    P = ot.bregman.sinkhorn_log(a.numpy(), np.full(300, 1 / 300), C, eps * C.max(),
+                                numItermax=100_000, stopThr=1e-13, warn=False)
+    assert float(ms.cost) == pytest.approx(float((P * C).sum()), rel=1e-7)
+    # the clustering is a weighted partition: cluster masses are the weights' sums
+    c, mass, spread = kmeans(x[None], a[None], 40)
+    assert c.shape == (1, 40, 2) and float(mass.sum()) == pytest.approx(1.0, abs=1e-12)
+    assert float(spread[0]) < float(((x - x.mean(0)) ** 2).sum(1).mean()) / 10
+    with pytest.raises(InputError, match="multiscale"):
+        online_sinkhorn(x, y, eps, multiscale=0)

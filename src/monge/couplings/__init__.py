@@ -26,6 +26,7 @@ from monge.couplings.immiscible import (
 )
 from monge.couplings.label_ot import LabelOTCoupling
 from monge.couplings.minibatch_ot import MinibatchOTCoupling
+from monge.couplings.prefetch import PREFETCH_COUPLINGS, PrefetchedPairs, prefetchable
 from monge.couplings.sinkhorn import SinkhornCoupling, SinkhornDiagnostics
 from monge.couplings.weighted import (
     WeightDiagnostics,
@@ -65,8 +66,10 @@ def make_coupling(name: str, **kwargs) -> Coupling:
         raise InputError(f"coupling {name!r}: bad options {sorted(kwargs)} ({exc})") from None
 
 
-__all__ = ["COUPLINGS", "RUN_COUPLINGS", "Coupling", "ImmiscibleAssignmentCoupling",
-           "ImmiscibleKNNCoupling", "ImmiscibleScalingCoupling", "IndependentCoupling",
-           "LabelOTCoupling", "MinibatchOTCoupling", "NoiseBias", "Pairing", "SinkhornCoupling",
-           "SinkhornDiagnostics", "WeightDiagnostics", "WeightedCoupling", "collect_coupled_noise",
-           "effective_sample_size", "gibbs_weights", "make_coupling", "noise_marginal_bias"]
+__all__ = ["COUPLINGS", "PREFETCH_COUPLINGS", "RUN_COUPLINGS", "Coupling",
+           "ImmiscibleAssignmentCoupling", "ImmiscibleKNNCoupling", "ImmiscibleScalingCoupling",
+           "IndependentCoupling", "LabelOTCoupling", "MinibatchOTCoupling", "NoiseBias",
+           "Pairing", "PrefetchedPairs", "SinkhornCoupling", "SinkhornDiagnostics",
+           "WeightDiagnostics", "WeightedCoupling", "collect_coupled_noise",
+           "effective_sample_size", "gibbs_weights", "make_coupling", "noise_marginal_bias",
+           "prefetchable"]

@@ -28,7 +28,9 @@ class OTResult:
             sparsity-constrained OT).
         iterations: total number of iterations (Sinkhorn sweeps, Newton steps, L-BFGS steps).
         marginal_error: ``||P 1 - a||_1 + ||P^T 1 - b||_1``.
-        converged: whether ``marginal_error <= tol`` (or the method's own criterion) was met.
+        converged: whether ``marginal_error <= tol`` (or the method's own criterion) was met
+            (batched: by every problem; the entropic solvers then also give
+            ``info["converged_per_problem"]``, a bool tensor ``[B]``).
         history: marginal error at each check, oldest first (batched: the batch maximum).
         method: name of the method that produced the result.
         eps: the regularisation actually used, in cost units (``None`` for exact OT).

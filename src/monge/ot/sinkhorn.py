@@ -19,7 +19,6 @@ from monge.ot._problem import (
     check_positive_float,
     check_positive_int,
     default_tol,
-    marginal_error,
     prepare,
     resolve_eps,
 )
@@ -105,10 +104,17 @@ def _run_absorb(st: _State, p: Problem, eps: float, tol: float, max_iter: int,
 
     v, Kv = rebuild()
     u = a / Kv
+    # batched matrix-vector products as row vector times matrix ([B, 1, n] @ [B, n, m]): on
+    # CPU about 4x faster than [B, n, m] @ [B, m, 1]; one problem keeps the plain gemv
+    rowvec = K.shape[0] > 1
     while st.iterations < max_iter:
         u = a / Kv
-        v = b / torch.matmul(Kt, u.unsqueeze(-1)).squeeze(-1)
-        torch.matmul(K, v.unsqueeze(-1), out=Kv.unsqueeze(-1))
+        if rowvec:
+            v = b / torch.matmul(u.unsqueeze(-2), K).squeeze(-2)
+            torch.matmul(v.unsqueeze(-2), Kt, out=Kv.unsqueeze(-2))
+        else:
+            v = b / torch.matmul(Kt, u.unsqueeze(-1)).squeeze(-1)
+            torch.matmul(K, v.unsqueeze(-1), out=Kv.unsqueeze(-1))
         st.iterations += 1
         bad = not (bool(torch.isfinite(u).all()) and bool(torch.isfinite(v).all())
                    and bool((Kv > 0).all()))
@@ -178,9 +184,17 @@ def finish(p_full: Problem, P: torch.Tensor, f: torch.Tensor, g: torch.Tensor, e
     """Assemble an entropic :class:`OTResult` (cost, objective, marginal error, convergence)."""
     C = p_full.C
     cost = (P * C).sum((-2, -1))
-    objective = cost + eps * torch.xlogy(P, P).sum((-2, -1))
-    err = marginal_error(P, p_full.a, p_full.b)
-    converged = bool(err.max() <= tol) and bool(torch.isfinite(err).all())
+    # P = exp((f + g - C)/eps), so eps sum P log P = <P1, f> + <P^T 1, g> - <C, P> and the
+    # objective is <P1, f> + <P^T 1, g>: no log pass over the n x m plan (it cost as much as
+    # the whole solve on small problems); zero-mass rows/columns (potential -inf) add 0
+    r, c = P.sum(-1), P.sum(-2)
+    objective = (torch.where(r > 0, r * f, torch.zeros_like(r)).sum(-1)
+                 + torch.where(c > 0, c * g, torch.zeros_like(c)).sum(-1))
+    err = (r - p_full.a).abs().sum(-1) + (c - p_full.b).abs().sum(-1)
+    each = (err <= tol) & torch.isfinite(err)
+    converged = bool(each.all())
+    if p_full.batched:
+        info = {**info, "converged_per_problem": each}
     history = [*history, float(err.max())]
     if not converged:
         warnings.warn(f"{method}: marginal error {float(err.max()):.3g} > tol {tol:.3g} after "

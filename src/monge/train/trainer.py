@@ -9,6 +9,15 @@ same weights as 2N steps.
 Under torch.distributed (see :mod:`monge.train.distributed`) every process runs this same loop on
 a DDP-wrapped model with its own generator (seed + rank); process 0 writes logs and checkpoints,
 which hold every rank's generator state so that a multi-process resume is exact too.
+
+Minibatch-OT couplings (exact, Sinkhorn, label OT, immiscible assignment: the couplings in
+:data:`monge.couplings.prefetch.PREFETCH_COUPLINGS`, which read neither the model nor the step)
+are computed ahead: batches and their pairing come from a second generator, the data stream,
+in a background thread (:class:`~monge.couplings.prefetch.PrefetchedPairs`) while the current
+step trains (Tong et al. 2024 for OT-CFM; the overlap is what makes minibatch OT nearly free).
+The data stream's state after the last batch trained on is checkpointed as well, so pairs,
+weights and resumes are identical with ``prefetch=True`` and ``prefetch=False`` (the same stream
+computed inline).
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from monge.core.checks import make_generator
+from monge.couplings.base import IndependentCoupling
+from monge.couplings.prefetch import PrefetchedPairs, prefetchable
 from monge.errors import DataError, InputError
 from monge.train import distributed
 from monge.train.checkpoint import (
@@ -39,6 +50,8 @@ BatchSampler = Callable[[int, torch.Generator], tuple[Tensor, Tensor, Tensor | N
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 LOG_NAME = "log.jsonl"
+#: the data stream of a prefetched coupling is seeded with ``seed + rank + DATA_SEED_OFFSET``
+DATA_SEED_OFFSET = 0x5EED
 
 
 @dataclass
@@ -138,12 +151,19 @@ class Trainer:
             path, target...) so that the checkpoint can be rebuilt and sampled on its own.
         progress: show a rich progress bar (loss, it/s, ETA).
         device: device of the training generator (default: the model's).
+        prefetch: for a prefetchable coupling (``loss.coupling`` in
+            :data:`~monge.couplings.prefetch.PREFETCH_COUPLINGS`), compute the next batches'
+            pairing in a background thread (``None``/``True``, the default) or inline
+            (``False``); both draw batches and pairs from the data stream, so they train
+            identical weights. Other couplings are paired inside the loss, from the training
+            generator, as before (``prefetch=True`` with them is an error). ``sample_batch``
+            must then draw only from the generator it is given.
     """
 
     def __init__(self, model: nn.Module, loss: nn.Module, sample_batch: BatchSampler,
                  config: TrainerConfig, out_dir: str | Path | None = None,
                  metadata: dict[str, Any] | None = None, progress: bool = True,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, prefetch: bool | None = None):
         self.model, self.loss, self.sample_batch, self.config = model, loss, sample_batch, config
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.metadata = metadata or {}
@@ -157,6 +177,15 @@ class Trainer:
         self.dist = distributed.current()
         self.generator = make_generator(config.seed + self.dist.rank, self.device)
         self.step = 0
+        coupling = getattr(loss, "coupling", None)
+        if prefetch and not prefetchable(coupling):
+            raise InputError(f"prefetch: the loss's coupling {coupling!r} cannot be computed "
+                             "ahead (it is not a model-independent OT coupling)")
+        self.pairs_ahead = prefetchable(coupling)
+        self.prefetch = self.pairs_ahead and prefetch is not False
+        self.data_generator = (make_generator(config.seed + self.dist.rank + DATA_SEED_OFFSET,
+                                              self.device) if self.pairs_ahead else None)
+        self._pairs: PrefetchedPairs | None = None
 
     @property
     def base_model(self) -> nn.Module:
@@ -182,6 +211,11 @@ class Trainer:
         states = distributed.gather_tensor(self.generator.get_state().to(self.device),
                                            self.dist)
         tensors.update({f"rng.train.{r}": st.cpu() for r, st in enumerate(states)})
+        if self.data_generator is not None:
+            data = (self._pairs.state() if self._pairs is not None
+                    else self.data_generator.get_state())
+            states = distributed.gather_tensor(data.to(self.device), self.dist)
+            tensors.update({f"rng.data.{r}": st.cpu() for r, st in enumerate(states)})
         tensors["rng.torch"] = torch.get_rng_state()
         state = {"step": self.step, "trainer": asdict(self.config), "optimizer": opt_meta,
                  **self.metadata}
@@ -211,11 +245,32 @@ class Trainer:
             raise DataError(f"{path}: no generator state for rank {self.dist.rank} (checkpoint "
                             "written with fewer processes)")
         self.generator.set_state(tensors[key].to(self.generator.get_state().device))
+        if self.data_generator is not None:
+            key = f"rng.data.{self.dist.rank}"
+            if key not in tensors:
+                raise DataError(f"{path}: no data-stream generator state for rank "
+                                f"{self.dist.rank} (written without a prefetched OT coupling?)")
+            self.data_generator.set_state(
+                tensors[key].to(self.data_generator.get_state().device))
         torch.set_rng_state(tensors["rng.torch"])
         self.step = int(state["step"])
         return self.step
 
     # --- loop ----------------------------------------------------------------------------------
+    def _open_pairs(self) -> PrefetchedPairs:
+        """The data stream for this ``fit``: a copy of the data generator owned by the producer
+        (the trainer's copy is brought up to date in :meth:`_close_pairs`)."""
+        gen = torch.Generator(device=self.data_generator.device)
+        gen.set_state(self.data_generator.get_state())
+        return PrefetchedPairs(self.sample_batch, self.loss.coupling, self.config.batch_size,
+                               seed=gen, depth=2, background=self.prefetch)
+
+    def _close_pairs(self) -> None:
+        if self._pairs is not None:
+            self._pairs.close()
+            self.data_generator.set_state(self._pairs.state())
+            self._pairs = None
+
     def _log_rows_after(self, step: int) -> None:
         """Drop log rows written after ``step`` by a run that was killed (resume appends)."""
         log = self.out_dir / LOG_NAME if self.out_dir else None
@@ -249,13 +304,21 @@ class Trainer:
         t_last, step_last = t_start, self.step
         last_loss = float("nan")
         bar = _ProgressBar(cfg.steps, self.step, enabled=self.progress and _is_main())
+        coupling = None
+        if self.pairs_ahead:
+            # the pairs arrive already coupled: the loss pairs them as drawn during this fit
+            self._pairs = self._open_pairs()
+            coupling, self.loss.coupling = self.loss.coupling, IndependentCoupling()
         try:
             with bar:
                 while self.step < end:
                     lr = cfg.lr_at(self.step)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
-                    x0, x1, y1 = self.sample_batch(cfg.batch_size, self.generator)
+                    if self._pairs is not None:
+                        x0, x1, y1 = self._pairs.sample_batch(cfg.batch_size)
+                    else:
+                        x0, x1, y1 = self.sample_batch(cfg.batch_size, self.generator)
                     out = self.loss(self.model, x0, x1, y1, self.generator)
                     self.optimizer.zero_grad(set_to_none=True)
                     out.loss.backward()
@@ -286,6 +349,9 @@ class Trainer:
                         self.save()
             self.save()
         finally:
+            self._close_pairs()
+            if coupling is not None:
+                self.loss.coupling = coupling
             if log_fh is not None:
                 log_fh.close()
         return TrainResult(self.step, last_loss, time.perf_counter() - t_start, resumed_from,
