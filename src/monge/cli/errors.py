@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 
@@ -27,6 +28,12 @@ def friendly_errors(fn):
             raise typer.Exit(1) from None
         except FloatingPointError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except OSError as exc:  # a full disk, a vanished folder, a permission change mid-run
+            where = f"{exc.filename}: " if exc.filename else ""
+            hint = ("; the last complete checkpoint is kept (free space, then rerun with "
+                    "--resume)" if exc.errno == errno.ENOSPC else "")
+            typer.echo(f"error: {where}{exc.strerror or exc}{hint}", err=True)
             raise typer.Exit(1) from None
         except MemoryError:
             typer.echo("error: out of memory; use fewer samples (--n) or a smaller model",
