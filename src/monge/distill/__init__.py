@@ -1,0 +1,17 @@
+"""Few-step generation: reflow and one-step distillation, flow maps and MeanFlow.
+
+- :mod:`monge.distill.reflow`: k-rectified flow from a teacher's coupled pairs, and one-step
+  distillation T(z) = z + v(z, 0) (Liu et al. 2023).
+- :mod:`monge.distill.flow_map`: a learned jump X(x, t → s) = x + (s − t)·u(x, t, s) and its
+  sampler (consistency models, shortcut models and MeanFlow are special cases).
+- :mod:`monge.distill.meanflow`: the MeanFlow identity as a loss (Geng et al. 2025).
+- :mod:`monge.distill.jvp`: forward-mode JVP with a finite-difference fallback.
+"""
+
+from monge.distill.flow_map import FlowMap, TwoTimeMLP, flow_map_sample
+from monge.distill.jvp import jvp
+from monge.distill.meanflow import MeanFlowLoss
+from monge.distill.reflow import OneStepLoss, PairSet, generate_pairs
+
+__all__ = ["FlowMap", "MeanFlowLoss", "OneStepLoss", "PairSet", "TwoTimeMLP",
+           "flow_map_sample", "generate_pairs", "jvp"]

@@ -1,0 +1,85 @@
+"""`monge distill`: reflow and one-step students written as ordinary run folders, sampled by
+`monge sample`, straighter than their teacher; pairs resumable; one error line for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from monge.cli.main import app
+from monge.train import load_checkpoint
+
+runner = CliRunner()
+
+TEACHER = """source: gaussian
+target: 8gaussians
+data: {n_train: 2048, n_test: 512}
+model: {hidden: 64, depth: 2, time_dim: 16}
+train: {steps: 600, batch_size: 256, checkpoint_every: 600, log_every: 100}
+eval: {n_samples: 64, solvers: [{solver: euler, nfe: [4]}], trajectories: 0,
+       straightness_steps: 2, sweep_nfe: []}
+compare: {couplings: []}
+"""
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("distill")
+    (root / "t.yaml").write_text(TEACHER + f"out: {root / 'teacher'}\n")
+    res = runner.invoke(app, ["run", str(root / "t.yaml"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    (root / "vp.yaml").write_text(TEACHER.replace("compare:", "path: {name: vp}\ncompare:")
+                                  .replace("steps: 600", "steps: 5")
+                                  + f"out: {root / 'vp'}\n")
+    assert runner.invoke(app, ["run", str(root / "vp.yaml"), "--quiet"]).exit_code == 0
+    return root
+
+
+def test_reflow_then_one_step(teacher, tmp_path):
+    out = tmp_path / "rf"
+    args = ["distill", str(teacher / "teacher"), "--pairs", "3000", "--steps", "400",
+            "--out", str(out), "--quiet"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "reflow-2" and metrics["teacher_nfe"] > 0
+    s = metrics["straightness"]
+    assert s["reflow"] < 0.3 * s["teacher"], s
+    w1 = {e["model"]: e["w2"] for e in metrics["evaluations"] if e["nfe"] == 1}
+    assert w1["reflow"] < w1["teacher"], w1
+    _, state = load_checkpoint(out)
+    assert state["distill"][0]["method"] == "reflow"
+    # the pairs are stored and reused: a rerun into the same folder spends no new teacher NFE
+    pair_files = sorted((out / "pairs").glob("pairs-*.safetensors"))
+    assert pair_files
+    res = runner.invoke(app, ["sample", str(out), "--solver", "euler", "--nfe", "1", "--n",
+                              "32", "--out", str(tmp_path / "s.npy")])
+    assert res.exit_code == 0 and np.load(tmp_path / "s.npy").shape == (32, 2)
+    res = runner.invoke(app, ["distill", str(out), "--method", "onestep", "--pairs", "2000",
+                              "--steps", "200", "--out", str(tmp_path / "one"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert one["method"] == "onestep"
+    assert [d["method"] for d in load_checkpoint(tmp_path / "one")[1]["distill"]] == [
+        "reflow", "onestep"]
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--method", "banana"], ["--method", "reflow"]),
+    (["--pairs", "0"], ["--pairs"]),
+    (["TEACHER_VP"], ["linear path", "'vp'"]),
+])
+def test_bad_input(teacher, tmp_path, args, needles):
+    ckpt = str(teacher / "teacher")
+    if args[0] == "TEACHER_VP":
+        ckpt, args = str(teacher / "vp"), []
+    res = runner.invoke(app, ["distill", ckpt, "--out", str(tmp_path / "o"), *args])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, res.output
+    for n in needles:
+        assert n in errors[0], errors[0]
