@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from monge.cli.classifier_cmd import train_classifier_command
-from monge.cli.dynamics_cmd import dynamics_app
 from monge.cli.distill_cmd import distill_command
+from monge.cli.dynamics_cmd import dynamics_app
 from monge.cli.errors import OneLineUsageErrors, friendly_errors
 from monge.cli.likelihood_cmd import likelihood_command
 from monge.cli.ot_cmd import ot_command
