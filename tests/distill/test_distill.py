@@ -167,3 +167,29 @@ def test_bad_input():
         MeanFlowLoss(flow_fraction=2.0)
     with pytest.raises(InputError, match="steps"):
         flow_map_sample(FlowMap(nn.Identity()), torch.zeros(2, 2), steps=0)
+
+
+def test_consistency_distillation_one_and_two_steps():
+    from monge.distill import ConsistencyDistillationLoss, consistency_sample
+
+    loss = ConsistencyDistillationLoss(lambda x, t: TEACHER(x.double(), t.double()).float(),
+                                       solver="heun", intervals=18, ema=0.9)
+    torch.manual_seed(0)
+    net = _fit(TwoTimeMLP((2,), hidden=128, depth=3, time_dim=32), loss, _data_sampler,
+               steps=1500)
+    assert loss.teacher_nfe == 2 * 1500        # Heun: 2 NFE per step (one batched call each)
+    x0 = _source(2000, torch.Generator().manual_seed(5))
+    ref = GMM.sample(2000, generator=torch.Generator().manual_seed(6), dtype=torch.float32)
+    with torch.no_grad():
+        fm = FlowMap(net)
+        one = consistency_sample(fm, x0, steps=1)
+        two = consistency_sample(fm, x0, steps=2, generator=torch.Generator().manual_seed(1))
+        euler = integrate(TEACHER, x0.double(), Euler(), steps=1).x.float()
+        # boundary condition: the map is the identity at t = 1
+        ones = torch.ones(5)
+        torch.testing.assert_close(fm(x0[:5], ones, ones), x0[:5])
+    w_euler = wasserstein2(euler, ref)
+    assert wasserstein2(one.x, ref) < 0.5 * w_euler
+    assert wasserstein2(two.x, ref) < 0.5 * w_euler and two.nfe == 2
+    with pytest.raises(InputError, match="one-step ODE"):
+        ConsistencyDistillationLoss(TEACHER, solver="dopri5")

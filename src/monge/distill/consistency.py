@@ -1,0 +1,121 @@
+"""Consistency distillation on the linear path, as a flow map to the data end.
+
+Song, Dhariwal, Chen & Sutskever (2023), "Consistency Models", Algorithm 2, in monge's time
+convention (t = 0 noise → t = 1 data). A consistency function maps any point of a trajectory to
+its end, f(x_t, t) = x1. Written as the flow map f(x, t) = x + (1 − t)·u(x, t, 1) it meets the
+boundary condition f(x, 1) = x exactly (c_skip = 1, c_out = 1 − t), so a consistency model is
+the s = 1 case of :class:`~monge.distill.flow_map.FlowMap`.
+
+Training: draw x1 from the data, an interval n of the grid t_0 < ... < t_N (one per batch, so
+the teacher's step is one batched call), x_{t_n} on the path; take one teacher step to x̂ at t_{n+1} with any registered solver; minimise
+d(f_θ(x_{t_n}, t_n), f_θ⁻(x̂, t_{n+1})) with θ⁻ an EMA of θ (the target network), d = pseudo-
+Huber (Song & Dhariwal 2024) or L2. Cost per step: the teacher's one step (its NFE) + two
+student forwards + one backward.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from monge.distill.flow_map import FlowMap
+from monge.errors import InputError
+from monge.solvers import SolveResult, make_solver
+from monge.train.losses import LossOutput
+
+
+def _to_end(network: nn.Module, x: Tensor, t: Tensor) -> Tensor:
+    d = (1.0 - t).to(x.dtype).reshape(-1, *[1] * (x.ndim - 1))
+    return x + d * network(x, t, torch.ones_like(t))
+
+
+class ConsistencyDistillationLoss(nn.Module):
+    """Consistency distillation of a velocity teacher into a two-time network u(x, t, s).
+
+    Args:
+        teacher: the teacher's velocity field v(x, t) (e.g. a ModelWrapper).
+        solver: registered solver for the teacher's one step (``euler``, ``heun``, ...).
+        intervals: N, the number of grid intervals on [0, 1 − δ] (uniform).
+        ema: decay μ of the target network θ⁻ (updated once per call, before the loss).
+        distance: ``huber`` (pseudo-Huber, c = 0.00054·√d) or ``l2``.
+    """
+
+    def __init__(self, teacher: Callable[..., Tensor], solver: str = "heun",
+                 intervals: int = 18, ema: float = 0.95, distance: str = "huber"):
+        super().__init__()
+        if not isinstance(intervals, int) or intervals < 1:
+            raise InputError(f"intervals: must be a positive integer, got {intervals!r}")
+        if not 0.0 <= ema < 1.0:
+            raise InputError(f"ema: must lie in [0, 1), got {ema}")
+        if distance not in ("huber", "l2"):
+            raise InputError(f"distance: expected huber or l2, got {distance!r}")
+        self.teacher, self.solver = teacher, make_solver(solver)
+        if self.solver.adaptive or self.solver.stochastic or getattr(
+                self.solver, "min_steps", 1) > 1:
+            raise InputError(f"solver: the teacher's step must be a one-step ODE method, got "
+                             f"{solver!r}")
+        self.intervals, self.ema, self.distance = intervals, ema, distance
+        self.target_net: nn.Module | None = None
+        self.teacher_nfe = 0
+
+    @torch.no_grad()
+    def _update_target(self, network: nn.Module) -> nn.Module:
+        if self.target_net is None:
+            self.target_net = copy.deepcopy(network).requires_grad_(False)
+        else:
+            for p_t, p in zip(self.target_net.parameters(), network.parameters(), strict=True):
+                p_t.mul_(self.ema).add_(p.detach(), alpha=1.0 - self.ema)
+        return self.target_net
+
+    def forward(self, network: nn.Module, x0: Tensor, x1: Tensor, y1: Tensor | None,
+                generator: torch.Generator | None, **_: Any) -> LossOutput:
+        target_net = self._update_target(network)
+        b, n = x1.shape[0], self.intervals
+        g_dev = generator.device if generator is not None else x1.device
+        # one interval per batch, so the teacher's step is one batched call
+        k = int(torch.randint(0, n, (1,), generator=generator, device=g_dev))
+        tv, tn = k / n * (1.0 - 1e-3), (k + 1) / n * (1.0 - 1e-3)
+        t = torch.full((b,), tv, dtype=x1.dtype, device=x1.device)
+        t_next = torch.full((b,), tn, dtype=x1.dtype, device=x1.device)
+        xt = (1 - tv) * x0 + tv * x1
+        with torch.no_grad():
+            state, nfe = self.solver.init(self.teacher, xt,
+                                          torch.tensor([tv, tn], dtype=torch.float64), {})
+            step = self.solver.step(self.teacher, xt, tv, tn, state, {})
+            self.teacher_nfe += nfe + step.nfe
+            target = _to_end(target_net, step.x, t_next)
+        pred = _to_end(network, xt, t)
+        diff = (pred - target).flatten(1)
+        if self.distance == "l2":
+            per = (diff ** 2).mean(1)
+        else:
+            c = 0.00054 * math.sqrt(diff.shape[1])
+            per = torch.sqrt((diff ** 2).sum(1) + c * c) - c
+        return LossOutput(loss=per.mean(), per_example=per.detach(), t=t)
+
+
+def consistency_sample(flow_map: FlowMap, x: Tensor, steps: int = 1,
+                       generator: torch.Generator | None = None) -> SolveResult:
+    """Multistep consistency sampling on the linear path: jump to the end, re-noise to the next
+    time t_k = k/steps with fresh noise, repeat (Song et al. 2023, Algorithm 1). NFE = steps."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InputError(f"steps: must be a positive integer, got {steps!r}")
+    b = x.shape[0]
+    times = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    for k in range(steps):
+        t = torch.full((b,), float(times[k]), dtype=x.dtype, device=x.device)
+        x1 = flow_map(x, t, torch.ones_like(t))
+        if k == steps - 1:
+            x = x1
+            break
+        tn = float(times[k + 1])
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        x = (1 - tn) * z + tn * x1
+    ok = bool(torch.isfinite(x).all())
+    return SolveResult(x=x, nfe=steps, n_accepted=steps, n_rejected=0, times=times,
+                       converged=ok, message="" if ok else "non-finite samples")
