@@ -446,7 +446,7 @@ def guidance_digits(ctx: Ctx, ws: list[float], n: int, solver: str, nfe: int
 
 
 def rises(accs: list[float], tol: float = 0.0) -> bool:
-    return all(b >= a - tol for a, b in zip(accs, accs[1:]))
+    return all(b >= a - tol for a, b in zip(accs, accs[1:], strict=False))
 
 
 # ---------------------------------------------------------------------------------------------
