@@ -527,7 +527,8 @@ def main() -> None:
         bd, _ = likelihood_digits(ctxs["digits"], args.digits_ll_rows, args.digits_ll_probes,
                                   args.digits_ll_exact)
         ok = "met" if ll["agree"] else "NOT met"
-        v = (f"**Acceptance (exact vs Hutchinson within 3 SE): {ok}** — difference {ll['diff']:+.4g} nats, SE {ll['se']:.4g}. Held-out mean "
+        v = (f"**Acceptance (exact vs Hutchinson within 3 SE): {ok}** — difference "
+             f"{ll['diff']:+.4g} nats, SE {ll['se']:.4g}. Held-out mean "
              f"log-likelihood: flow {ll['exact']:.4f} vs KDE {ll['kde']:.4f} nats.")
         summary.append(v)
         emit("Likelihood of trained models (exact / Hutchinson / KDE; digits bits/dim)",
