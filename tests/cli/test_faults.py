@@ -65,3 +65,27 @@ def test_metrics_on_a_million_points_subsample_with_a_warning(metric):
         value = metric(x, y)
     assert any("subsampling" in str(m.message) for m in w)
     assert value > 0 and torch.isfinite(torch.tensor(value))
+
+
+def test_sampling_a_data_source_model_from_a_given_source_file(tmp_path):
+    """A model trained from a data source samples from `--source FILE` with only the
+    checkpoint (the training data need not be readable); a wrong shape is one error line."""
+    import numpy as np
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY.replace("source: gaussian", "source: 8gaussians")
+                   + f"out: {tmp_path / 'run'}\n")
+    assert runner.invoke(app, ["run", str(cfg), "--quiet"]).exit_code == 0
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "src.npy", rng.normal(size=(40, 2)).astype(np.float32))
+    np.save(tmp_path / "bad.npy", rng.normal(size=(40, 3)).astype(np.float32))
+    out = tmp_path / "s.npy"
+    res = runner.invoke(app, ["sample", str(tmp_path / "run"), "--source",
+                              str(tmp_path / "src.npy"), "--n", "16", "--solver", "euler",
+                              "--nfe", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert np.load(out).shape == (16, 2)
+    res = runner.invoke(app, ["sample", str(tmp_path / "run"), "--source",
+                              str(tmp_path / "bad.npy")])
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert res.exit_code != 0 and len(errors) == 1 and "reshape" in errors[0], res.output

@@ -122,6 +122,9 @@ def sample(
     out: Annotated[Path, typer.Option(help="output .npy file (.npy is added if missing)")]
     = Path("samples.npy"),
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    source: Annotated[Path | None, typer.Option(
+        help="data file of source samples to transport (models trained from a data source; "
+             "default: the source the model was trained on, if readable)")] = None,
     label: Annotated[int | None, typer.Option(help="class label (conditional models)")] = None,
     guidance: Annotated[float | None, typer.Option(
         help="classifier-free guidance weight w (1 = conditional, 0 = unconditional; needs "
@@ -171,8 +174,19 @@ def sample(
         if not 0 <= label < trained.num_classes:
             raise InputError(f"--label: must be in 0..{trained.num_classes - 1}, got {label}")
         labels = torch.full((n,), label, dtype=torch.long)
+    x0 = None
+    if source is not None:
+        from monge.data import load_dataset
+
+        if trained.cfg.source == "gaussian":
+            raise InputError("--source: this model transports Gaussian noise; drop --source")
+        ds = load_dataset(source, shape=trained.shape, test_fraction=0.5)
+        rows = torch.cat([ds.train, ds.test])
+        g = torch.Generator().manual_seed(seed)
+        x0 = trained.maps.encode_source(rows[torch.randint(0, rows.shape[0], (n,),
+                                                           generator=g)])
     res = trained.sample(n, solver=solver, nfe=nfe, seed=seed, labels=labels, grid=grid,
-                         guidance=guidance, classifier=clf)
+                         guidance=guidance, classifier=clf, source=x0)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, res.x.float().cpu().numpy())
