@@ -16,5 +16,6 @@ from monge.distill.jvp import jvp
 from monge.distill.meanflow import MeanFlowLoss
 from monge.distill.reflow import OneStepLoss, PairSet, generate_pairs
 
-__all__ = ["ConsistencyDistillationLoss", "FlowMap", "MeanFlowLoss", "OneStepLoss", "PairSet", "TwoTimeMLP",
+__all__ = ["ConsistencyDistillationLoss", "FlowMap", "MeanFlowLoss", "OneStepLoss", "PairSet",
+           "TwoTimeMLP",
            "consistency_sample", "flow_map_sample", "generate_pairs", "jvp"]

@@ -7,7 +7,8 @@ boundary condition f(x, 1) = x exactly (c_skip = 1, c_out = 1 − t), so a consi
 the s = 1 case of :class:`~monge.distill.flow_map.FlowMap`.
 
 Training: draw x1 from the data, an interval n of the grid t_0 < ... < t_N (one per batch, so
-the teacher's step is one batched call), x_{t_n} on the path; take one teacher step to x̂ at t_{n+1} with any registered solver; minimise
+the teacher's step is one batched call), x_{t_n} on the path; take one teacher step to x̂ at
+t_{n+1} with any registered solver; minimise
 d(f_θ(x_{t_n}, t_n), f_θ⁻(x̂, t_{n+1})) with θ⁻ an EMA of θ (the target network), d = pseudo-
 Huber (Song & Dhariwal 2024) or L2. Cost per step: the teacher's one step (its NFE) + two
 student forwards + one backward.
