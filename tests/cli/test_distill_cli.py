@@ -83,3 +83,32 @@ def test_bad_input(teacher, tmp_path, args, needles):
     assert len(errors) == 1, res.output
     for n in needles:
         assert n in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("method,sampler", [("meanflow", "flow-map"),
+                                            ("consistency", "consistency")])
+def test_flow_map_students_sample_and_evaluate_with_their_own_sampler(teacher, tmp_path, method,
+                                                                      sampler):
+    out = tmp_path / method
+    res = runner.invoke(app, ["distill", str(teacher / "teacher"), "--method", method,
+                              "--steps", "400", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    w1 = {e["model"]: e["w2"] for e in metrics["evaluations"] if e["nfe"] == 1}
+    assert w1[method] < w1["teacher"], w1            # one jump beats one Euler step
+    assert load_checkpoint(out)[1]["student"]["sampler"] == sampler
+    res = runner.invoke(app, ["sample", str(out), "--nfe", "2", "--n", "16", "--out",
+                              str(tmp_path / "s.npy")])
+    assert res.exit_code == 0 and f"({sampler}, NFE 2)" in res.output, res.output
+    assert np.isfinite(np.load(tmp_path / "s.npy")).all()
+    rec_file = tmp_path / "e.json"
+    res = runner.invoke(app, ["eval", str(out), "--nfe", "1", "--n", "64", "--out",
+                              str(rec_file)])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(rec_file.read_text())["evaluations"][0]
+    assert rec["model"] == method and rec["nfe"] == 1 and rec["solver"] == sampler
+    for args in (["sample", str(out), "--solver", "heun"],
+                 ["eval", str(out), "--solver", "euler", "--nfe", "2"]):
+        res = runner.invoke(app, args)
+        errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+        assert res.exit_code != 0 and len(errors) == 1 and "own sampler" in errors[0]

@@ -114,9 +114,12 @@ def _check_grid_for(grid: str, solvers: list[str]) -> None:
 @friendly_errors
 def sample(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint.safetensors or its run folder")],
-    solver: Annotated[str, typer.Option(help=SOLVERS.help_text())] = "heun",
+    solver: Annotated[str | None, typer.Option(
+        help=f"{SOLVERS.help_text()} (default heun; a flow-map student uses its own sampler)")]
+    = None,
     nfe: Annotated[int | None, typer.Option(
-        help="NFE budget (default 8 for fixed-step solvers; dopri5 is adaptive without it)")]
+        help="NFE budget (default 8 for fixed-step solvers, 1 for a flow-map student; dopri5 "
+             "is adaptive without it)")]
     = None,
     n: Annotated[int, typer.Option(help="number of samples")] = 1000,
     out: Annotated[Path, typer.Option(help="output .npy file (.npy is added if missing)")]
@@ -149,14 +152,27 @@ def sample(
     if out.suffix != ".npy":
         out = out.with_name(out.name + ".npy")  # what np.save writes; say the real name
     ensure_writable_dir(out.parent, "--out")
-    adaptive = SOLVERS.entry(solver).factory.adaptive
-    if nfe is None and not adaptive:
-        nfe = 8
-    check_budget(solver, nfe, "--nfe")
-    _check_grid_for(grid, [solver])
+    if solver is not None:
+        adaptive = SOLVERS.entry(solver).factory.adaptive
+        check_budget(solver, nfe if nfe is not None or adaptive else 8, "--nfe")
+        _check_grid_for(grid, [solver])
     if guidance is not None and label is None:
         raise InputError("--guidance: give --label too (guidance steers toward a class)")
     trained = load_trained(checkpoint, resolve_device(device))
+    if trained.flow_map is not None:
+        if solver is not None or grid != "uniform" or guidance is not None or classifier:
+            raise InputError("--solver/--grid/--guidance: this checkpoint is a flow-map student "
+                             f"({trained.student_sampler}) and samples with its own sampler; "
+                             "give only --nfe")
+        nfe = 1 if nfe is None else nfe
+        if nfe < 1:
+            raise InputError(f"--nfe: must be a positive integer, got {nfe}")
+        solver = trained.student_sampler
+    else:
+        solver = solver or "heun"
+        if nfe is None and not SOLVERS.entry(solver).factory.adaptive:
+            nfe = 8
+        check_budget(solver, nfe, "--nfe")
     labels = None
     clf = None
     if classifier is not None:
@@ -227,8 +243,6 @@ def eval_(
         SOLVERS.canonical(s)
         for budget in nfe or [8]:
             check_budget(s, None if SOLVERS.entry(s).factory.adaptive else budget, "--nfe")
-    if nfe and not solver:
-        raise InputError("--nfe: give --solver too (the budgets apply to the solvers named)")
     if grid != "uniform" and not solver:
         raise InputError("--grid: give --solver too (the grid applies to the solvers named)")
     _check_grid_for(grid, solver or [])
@@ -236,6 +250,8 @@ def eval_(
         ensure_writable_dir(out.parent, "--out")
     dev = resolve_device(device)
     trained = load_trained(checkpoint, dev)
+    if nfe and not solver and trained.flow_map is None:
+        raise InputError("--nfe: give --solver too (the budgets apply to the solvers named)")
     cfg = trained.cfg
     specs = cfg.eval.solvers
     if solver:
@@ -259,9 +275,13 @@ def eval_(
         x0 = trained.maps.encode_source(x0)
     cond = ({"y": tgt.test_labels[:m].to(dev)} if trained.num_classes is not None else None)
     frechet = cfg.eval.frechet if cfg.eval.frechet is not None else trained.shape == (1, 8, 8)
-    records, _ = evaluate(trained.field, trained.method.initial_state(x0.to(dev), cfg.seed),
-                          tgt.test[:m], specs, cond=cond, frechet=frechet, progress=True,
-                          decode=trained.maps.decode)
+    if trained.flow_map is not None:
+        records = _evaluate_student(trained, x0.to(dev), tgt.test[:m], solver, nfe, frechet)
+    else:
+        records, _ = evaluate(trained.field, trained.method.initial_state(x0.to(dev),
+                                                                          cfg.seed),
+                              tgt.test[:m], specs, cond=cond, frechet=frechet, progress=True,
+                              decode=trained.maps.decode)
     floor = wasserstein2(tgt.test[:m], tgt.test[m:2 * m])
     typer.echo(f"held-out floor W2 {floor:.4f} ({m} vs {m} samples)")
     unconverged = [r for r in records if r.get("converged") is False]
@@ -271,6 +291,32 @@ def eval_(
     if out is not None:
         atomic_write_bytes(out, json.dumps({"reference_w2": floor, "evaluations": records},
                                            indent=2).encode())
+
+
+def _evaluate_student(trained: Any, x0: Any, reference: Any, solver: list[str] | None,
+                      nfe: list[int] | None, frechet: bool) -> list[dict[str, Any]]:
+    """Records of a flow-map student sampled by its own sampler at each NFE (default 1, 2, 4)."""
+    from monge.errors import InputError
+    from monge.metrics import classifier_frechet_distance, energy_distance, wasserstein2
+
+    if solver:
+        raise InputError("--solver: this checkpoint is a flow-map student "
+                         f"({trained.student_sampler}) and samples with its own sampler; give "
+                         "only --nfe")
+    records = []
+    for k in nfe or [1, 2, 4]:
+        if k < 1:
+            raise InputError(f"--nfe: must be a positive integer, got {k}")
+        x = trained.sample(x0.shape[0], nfe=k, source=x0).x.float().cpu()
+        rec = {"model": trained.student_method, "solver": trained.student_sampler, "nfe": k,
+               "w2": wasserstein2(x, reference), "energy_distance": energy_distance(x,
+                                                                                    reference)}
+        if frechet:
+            rec["frechet"] = classifier_frechet_distance(x, reference)
+        records.append(rec)
+        typer.echo(f"  {trained.student_sampler:>12} NFE {k:>4}: W2 {rec['w2']:.4f}  energy "
+                   f"{rec['energy_distance']:.4f}")
+    return records
 
 
 app.command("ot")(friendly_errors(ot_command))

@@ -101,9 +101,12 @@ class ConsistencyDistillationLoss(nn.Module):
 
 
 def consistency_sample(flow_map: FlowMap, x: Tensor, steps: int = 1,
-                       generator: torch.Generator | None = None) -> SolveResult:
-    """Multistep consistency sampling on the linear path: jump to the end, re-noise to the next
-    time t_k = k/steps with fresh noise, repeat (Song et al. 2023, Algorithm 1). NFE = steps."""
+                       generator: torch.Generator | None = None,
+                       source: Callable[[int], Tensor] | None = None) -> SolveResult:
+    """Multistep consistency sampling on the linear path: jump to the end, go back to the next
+    time t_k = k/steps with a fresh source draw, x = (1 − t_k)·x0' + t_k·x̂1, repeat (Song et al.
+    2023, Algorithm 1). ``source(n)`` draws the fresh x0' (default N(0, I) from ``generator``;
+    a model trained from a data source needs its own source here). NFE = steps."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps: must be a positive integer, got {steps!r}")
     b = x.shape[0]
@@ -115,7 +118,8 @@ def consistency_sample(flow_map: FlowMap, x: Tensor, steps: int = 1,
             x = x1
             break
         tn = float(times[k + 1])
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        z = (source(b).to(x) if source is not None else
+             torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device))
         x = (1 - tn) * z + tn * x1
     ok = bool(torch.isfinite(x).all())
     return SolveResult(x=x, nfe=steps, n_accepted=steps, n_rejected=0, times=times,

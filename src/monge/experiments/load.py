@@ -34,6 +34,12 @@ class Trained:
     num_classes: int | None
     maps: DataMaps
     data_fingerprint: str | None = None
+    flow_map: nn.Module | None = None
+    """A flow-map student (``monge distill --method meanflow|consistency``), else None."""
+    student_sampler: str | None = None
+    """Its sampler: ``flow-map`` (jumps t → s) or ``consistency`` (jump to 1, re-noise)."""
+    student_method: str | None = None
+    """The distillation method that produced the student (``meanflow``, ``consistency``)."""
 
     def guided(self, weight: float, interval: tuple[float, float] = (0.0, 1.0)) -> nn.Module:
         """The velocity field under classifier-free guidance of weight w (1 = conditional)."""
@@ -57,25 +63,14 @@ class Trained:
         evaluations (2 per guided evaluation). With ``classifier`` (a noisy classifier),
         ``guidance`` is the classifier-guidance scale instead."""
         device = next(self.model.parameters()).device
+        if self.flow_map is not None:
+            return self._sample_student(n, nfe or 1, seed, source, device)
         if SOLVERS.entry(solver).factory.stochastic and self.cfg.source != "gaussian":
             raise InputError(f"--solver: {solver} simulates the reverse diffusion SDE, which "
                              f"needs a Gaussian source; this model transports "
                              f"{self.cfg.source!r} (use an ODE solver)")
         if source is None:
-            if self.cfg.source != "gaussian":
-                try:
-                    ds = load_dataset(self.cfg.source, n_train=max(n, 16), n_test=8, seed=seed,
-                                      test_fraction=self.cfg.data.test_fraction)
-                except DataError as exc:
-                    raise DataError(f"this model transports samples of its source "
-                                    f"{self.cfg.source!r}, which cannot be read from here "
-                                    f"({exc})") from None
-                g = torch.Generator().manual_seed(seed)
-                source, _ = ds.sample(n, g)
-                source = self.maps.encode_source(source)
-            else:
-                g = torch.Generator().manual_seed(seed)
-                source = torch.randn(n, *self.shape, generator=g)
+            source = self.source_samples(n, seed)
         cond = None
         if self.num_classes is not None or classifier is not None:
             if labels is None:
@@ -95,6 +90,40 @@ class Trained:
         if bad:
             raise DataError(f"sampling produced {bad} of {n} samples with NaN/Inf values "
                             f"({solver}, NFE {res.nfe}); the model or its checkpoint is broken")
+        return res
+
+
+    def source_samples(self, n: int, seed: int) -> Tensor:
+        """n source samples in model units (N(0, I) or the training source)."""
+        g = torch.Generator().manual_seed(seed)
+        if self.cfg.source == "gaussian":
+            return torch.randn(n, *self.shape, generator=g)
+        try:
+            ds = load_dataset(self.cfg.source, n_train=max(n, 16), n_test=8, seed=seed,
+                              test_fraction=self.cfg.data.test_fraction)
+        except DataError as exc:
+            raise DataError(f"this model transports samples of its source {self.cfg.source!r}"
+                            f", which cannot be read from here ({exc})") from None
+        return self.maps.encode_source(ds.sample(n, g)[0])
+
+    def _sample_student(self, n: int, steps: int, seed: int, source: Tensor | None,
+                        device: torch.device) -> SolveResult:
+        from monge.distill import consistency_sample, flow_map_sample
+
+        x = (self.source_samples(n, seed) if source is None else source).to(device)
+        with torch.no_grad():
+            if self.student_sampler == "consistency":
+                draws = iter(range(seed + 1, seed + 1 + steps))
+                res = consistency_sample(
+                    self.flow_map, x, steps,
+                    source=lambda k: self.source_samples(k, next(draws)).to(device))
+            else:
+                res = flow_map_sample(self.flow_map, x, steps)
+        res.network_calls = res.nfe
+        res.x = self.maps.decode(res.x)
+        if not bool(torch.isfinite(res.x).all()):
+            raise DataError("sampling produced NaN/Inf values; the student checkpoint is "
+                            "broken")
         return res
 
 
@@ -157,8 +186,25 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
                         ) from None
     model.to(device).eval()
     maps = DataMaps.from_json(state.get("data_maps"), method.data_scale)
-    return Trained(cfg, model, method.velocity_field(model), method, shape,
-                   state.get("num_classes"), maps, state.get("data_fingerprint"))
+    trained = Trained(cfg, model, method.velocity_field(model), method, shape,
+                      state.get("num_classes"), maps, state.get("data_fingerprint"))
+    student = state.get("student")
+    if isinstance(student, dict) and student.get("kind") == "flow-map":
+        from monge.distill import FlowMap, TwoTimeMLP
+
+        try:
+            c = student["config"]
+            net = TwoTimeMLP(tuple(c["shape"]), hidden=c["hidden"], depth=c["depth"],
+                             time_dim=c["time_dim"])
+            net.load_state_dict({k[len("flowmap."):]: v for k, v in tensors.items()
+                                 if k.startswith("flowmap.")})
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise DataError(f"{checkpoint}: its flow-map student does not load ({exc})"[:300]
+                            ) from None
+        trained.flow_map = FlowMap(net).to(device).eval()
+        trained.student_sampler = student.get("sampler", "flow-map")
+        trained.student_method = student.get("method")
+    return trained
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
