@@ -4,7 +4,7 @@ naming the key (never a traceback from deep inside, never a silent coercion of a
 from __future__ import annotations
 
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from monge.errors import ConfigError
@@ -29,8 +29,10 @@ def _nested(dotted: str, value):
     return data
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(st.sampled_from(KEYS), VALUES)
+@example("out", "~0")            # found by this test: a home directory that does not exist
+@example("out", "~nosuchuser/x")
 def test_any_value_validates_or_fails_in_one_line(key, value):
     try:
         cfg = parse_config(_nested(key, value), origin="fuzz.yaml")

@@ -180,7 +180,11 @@ class RunConfig(_Strict):
     def _out_folder(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("the output folder must not be empty")
-        return str(Path(value).expanduser())
+        try:
+            return str(Path(value).expanduser())
+        except RuntimeError:  # "~user" for a user (or home) that does not exist
+            raise ValueError(f"cannot expand {value.split('/')[0]!r}: no such home "
+                             "directory") from None
 
     @field_validator("seed")
     @classmethod
