@@ -59,6 +59,13 @@ def test_reflow_then_one_step(teacher, tmp_path):
     res = runner.invoke(app, ["sample", str(out), "--solver", "euler", "--nfe", "1", "--n",
                               "32", "--out", str(tmp_path / "s.npy")])
     assert res.exit_code == 0 and np.load(tmp_path / "s.npy").shape == (32, 2)
+    res = runner.invoke(app, ["eval", str(out), "--solver", "euler", "--nfe", "1", "--n", "32",
+                              "--out", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "e.json").read_text())["evaluations"][0]
+    assert rec["model"] == "reflow-2"
+    teacher_rec = json.loads((teacher / "teacher" / "metrics.json").read_text())["evaluations"]
+    assert all(r["model"] == "teacher" for r in teacher_rec)
     res = runner.invoke(app, ["distill", str(out), "--method", "onestep", "--pairs", "2000",
                               "--steps", "200", "--out", str(tmp_path / "one"), "--quiet"])
     assert res.exit_code == 0, res.output

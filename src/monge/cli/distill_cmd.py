@@ -163,7 +163,10 @@ def distill_command(
     previous = state.get("distill", [])
     teacher_nfe = data.teacher_nfe if data is not None else int(
         getattr(loss, "teacher_nfe", 0) or steps)  # MeanFlow: one teacher call per step
-    state["distill"] = [*previous, {"method": method, "pairs": pairs if data else 0,
+    n_reflow = sum(1 for d in previous if isinstance(d, dict) and d.get("method") == "reflow")
+    label = f"reflow-{n_reflow + 2}" if method == "reflow" else method
+    state["distill"] = [*previous, {"method": method, "label": label,
+                                    "pairs": pairs if data else 0,
                                     "steps": steps, "teacher_nfe": teacher_nfe,
                                     "teacher": str(checkpoint)}]
     tensors = {f"model.{k}": v for k, v in teacher.model.state_dict().items()}
@@ -174,8 +177,6 @@ def distill_command(
     else:
         tensors = {f"model.{k}": v for k, v in student.state_dict().items()}
     save_checkpoint(out / "checkpoint.safetensors", tensors, state)
-    k = sum(1 for d in state["distill"] if d["method"] == "reflow")
-    label = f"{method}-{k + 1}" if method == "reflow" else method
     table = ["| model | NFE 1 | NFE 2 | NFE 4 | straightness |", "|---|---:|---:|---:|---:|"]
     for name in fields:
         vals = {r[1]: r[2] for r in rows if r[0] == name}

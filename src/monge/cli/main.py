@@ -281,7 +281,7 @@ def eval_(
         records, _ = evaluate(trained.field, trained.method.initial_state(x0.to(dev),
                                                                           cfg.seed),
                               tgt.test[:m], specs, cond=cond, frechet=frechet, progress=True,
-                              decode=trained.maps.decode)
+                              decode=trained.maps.decode, model=trained.model_label)
     floor = wasserstein2(tgt.test[:m], tgt.test[m:2 * m])
     typer.echo(f"held-out floor W2 {floor:.4f} ({m} vs {m} samples)")
     unconverged = [r for r in records if r.get("converged") is False]
@@ -308,7 +308,7 @@ def _evaluate_student(trained: Any, x0: Any, reference: Any, solver: list[str] |
         if k < 1:
             raise InputError(f"--nfe: must be a positive integer, got {k}")
         x = trained.sample(x0.shape[0], nfe=k, source=x0).x.float().cpu()
-        rec = {"model": trained.student_method, "solver": trained.student_sampler, "nfe": k,
+        rec = {"model": trained.model_label, "solver": trained.student_sampler, "nfe": k,
                "w2": wasserstein2(x, reference), "energy_distance": energy_distance(x,
                                                                                     reference)}
         if frechet:

@@ -79,9 +79,12 @@ def solve(field: nn.Module, x_init: Tensor, solver: str, *, nfe: int | None = No
 
 def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[SolverSpec], *,
              cond: dict[str, Any] | None = None, frechet: bool = False,
-             progress: bool = False, decode: Callable[[Tensor], Tensor] | None = None
+             progress: bool = False, decode: Callable[[Tensor], Tensor] | None = None,
+             model: str = "teacher"
              ) -> tuple[list[dict[str, Any]], dict[tuple[str, int], Tensor]]:
-    """One record per (solver, NFE): W2, energy distance (and digits Fréchet distance).
+    """One record per (solver, NFE): W2, energy distance (and digits Fréchet distance); each
+    record names the ``model`` it measures (``teacher``, or a student's method, e.g.
+    ``reflow-2``).
 
     Returns the records and the generated samples keyed by (solver, NFE). Samples are divided
     mapped back to data units by ``decode`` (standardisation, a path's data scale) before they
@@ -99,7 +102,7 @@ def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[So
         x = res.x.float().cpu()
         x = decode(x) if decode is not None else x
         samples[(spec.solver, res.nfe)] = x
-        rec: dict[str, Any] = {"solver": spec.solver, "nfe": res.nfe,
+        rec: dict[str, Any] = {"model": model, "solver": spec.solver, "nfe": res.nfe,
                                "w2": wasserstein2(x, reference),
                                "energy_distance": energy_distance(x, reference),
                                "seconds": seconds}

@@ -40,6 +40,9 @@ class Trained:
     """Its sampler: ``flow-map`` (jumps t → s) or ``consistency`` (jump to 1, re-noise)."""
     student_method: str | None = None
     """The distillation method that produced the student (``meanflow``, ``consistency``)."""
+    model_label: str = "teacher"
+    """What evaluation records call this model: ``teacher`` or the last distillation step's
+    label (``reflow-2``, ``onestep``, ``meanflow``, ...)."""
 
     def guided(self, weight: float, interval: tuple[float, float] = (0.0, 1.0)) -> nn.Module:
         """The velocity field under classifier-free guidance of weight w (1 = conditional)."""
@@ -188,6 +191,9 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
     maps = DataMaps.from_json(state.get("data_maps"), method.data_scale)
     trained = Trained(cfg, model, method.velocity_field(model), method, shape,
                       state.get("num_classes"), maps, state.get("data_fingerprint"))
+    steps = state.get("distill")
+    if isinstance(steps, list) and steps and isinstance(steps[-1], dict):
+        trained.model_label = str(steps[-1].get("label", steps[-1].get("method", "student")))
     student = state.get("student")
     if isinstance(student, dict) and student.get("kind") == "flow-map":
         from monge.distill import FlowMap, TwoTimeMLP
