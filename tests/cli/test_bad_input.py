@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_checks import one_error as _one_error
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -28,15 +29,6 @@ compare: {couplings: []}
 """
 
 
-def _one_error(res, *needles: str) -> str:
-    assert res.exit_code != 0, res.output
-    lines = [line for line in res.output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1, res.output
-    assert "Traceback" not in res.output
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import one_error as _one_error
 from typer.testing import CliRunner
 
 from monge.cli.main import app
@@ -29,12 +30,6 @@ UNCOND = COND.replace("conditional: true", "conditional: false").replace(
     "cond_dropout: 0.2, ", "")
 
 
-def _one_error(res, *needles: str) -> None:
-    assert res.exit_code != 0, res.output
-    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in res.output, res.output
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
 
 
 def _train(root: Path, body: str, name: str) -> Path:

@@ -83,16 +83,7 @@ def distill_command(
     say = (lambda *a: None) if quiet else typer.echo
     n_cls = teacher.num_classes
 
-    if cfg.source == "gaussian":
-        def source(k, g):
-            return torch.randn(k, *teacher.shape, generator=g).to(dev)
-    else:
-        src = load_dataset(cfg.source, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
-                           seed=cfg.seed + 1, test_fraction=cfg.data.test_fraction)
-        pool = teacher.maps.encode_source(src.train).to(dev)
-
-        def source(k, g):
-            return pool[torch.randint(0, pool.shape[0], (k,), generator=g).to(dev)]
+    source = teacher.source_sampler(dev)
     labels = (lambda k, g: torch.randint(0, n_cls, (k,), generator=g).to(dev)) if n_cls else None
     tgt = load_dataset(cfg.target, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
                        seed=cfg.seed, test_fraction=cfg.data.test_fraction)

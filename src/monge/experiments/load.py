@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,22 @@ class Trained:
                             f", which cannot be read from here ({exc})") from None
         return self.maps.encode_source(ds.sample(n, g)[0])
 
+    def source_sampler(self, device: torch.device | str = "cpu"
+                       ) -> Callable[[int, torch.Generator], Tensor]:
+        """``draw(k, generator)`` → k source samples in model units on ``device``: N(0, I), or
+        rows of the training source's split, read once (for loops that draw many batches)."""
+        if self.cfg.source == "gaussian":
+            return lambda k, g: torch.randn(k, *self.shape, generator=g).to(device)
+        try:
+            src = load_dataset(self.cfg.source, n_train=self.cfg.data.n_train,
+                               n_test=self.cfg.data.n_test, seed=self.cfg.seed + 1,
+                               test_fraction=self.cfg.data.test_fraction)
+        except DataError as exc:
+            raise DataError(f"this model transports samples of its source {self.cfg.source!r}"
+                            f", which cannot be read from here ({exc})") from None
+        pool = self.maps.encode_source(src.train).to(device)
+        return lambda k, g: pool[torch.randint(0, pool.shape[0], (k,), generator=g).to(device)]
+
     def _sample_student(self, n: int, steps: int, seed: int, source: Tensor | None,
                         device: torch.device) -> SolveResult:
         from monge.distill import consistency_sample, flow_map_sample
@@ -116,10 +133,8 @@ class Trained:
         x = (self.source_samples(n, seed) if source is None else source).to(device)
         with torch.no_grad():
             if self.student_sampler == "consistency":
-                draws = iter(range(seed + 1, seed + 1 + steps))
-                res = consistency_sample(
-                    self.flow_map, x, steps,
-                    source=lambda k: self.source_samples(k, next(draws)).to(device))
+                draw, g = self.source_sampler(device), torch.Generator().manual_seed(seed + 1)
+                res = consistency_sample(self.flow_map, x, steps, source=lambda k: draw(k, g))
             else:
                 res = flow_map_sample(self.flow_map, x, steps)
         res.network_calls = res.nfe

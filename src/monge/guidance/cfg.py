@@ -30,6 +30,32 @@ from monge.errors import InputError
 from monge.paths import ModelWrapper
 
 
+def check_weight(weight: float, what: str, nonnegative: bool = False) -> float:
+    """A finite guidance weight (and ≥ 0 when ``nonnegative``), as a float."""
+    ok = (not isinstance(weight, bool) and isinstance(weight, int | float)
+          and math.isfinite(weight) and (weight >= 0 or not nonnegative))
+    if not ok:
+        need = "finite and >= 0" if nonnegative else "a finite number"
+        raise InputError(f"{what}: the weight must be {need}, got {weight!r}")
+    return float(weight)
+
+
+def check_interval(interval: tuple[float, float], what: str) -> tuple[float, float]:
+    """A guidance interval 0 ≤ t_lo < t_hi ≤ 1."""
+    lo, hi = (float(v) for v in interval)
+    if not 0.0 <= lo < hi <= 1.0:
+        raise InputError(f"{what}: interval must satisfy 0 <= t_lo < t_hi <= 1, got "
+                         f"{interval}")
+    return lo, hi
+
+
+def interval_weight(t: Tensor, interval: tuple[float, float], weight: float, outside: float,
+                    x: Tensor) -> Tensor:
+    """Per-sample weight broadcast against x: ``weight`` where t lies in the interval."""
+    inside = (t >= interval[0]) & (t <= interval[1])
+    return torch.where(inside, weight, outside).to(x.dtype).reshape(-1, *[1] * (x.ndim - 1))
+
+
 class ClassifierFreeGuidance(ModelWrapper):
     """A class-conditional model guided with weight w (w = 1: conditional, w = 0: unconditional).
 
@@ -55,13 +81,8 @@ class ClassifierFreeGuidance(ModelWrapper):
                  interval: tuple[float, float] = (0.0, 1.0), null_class: int | None = None):
         if not isinstance(model, ModelWrapper):
             raise InputError("guidance: wrap a monge ModelWrapper (a model that knows its path)")
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(
-                weight):
-            raise InputError(f"guidance: the weight must be a finite number, got {weight!r}")
-        lo, hi = (float(v) for v in interval)
-        if not 0.0 <= lo < hi <= 1.0:
-            raise InputError(f"guidance: interval must satisfy 0 <= t_lo < t_hi <= 1, got "
-                             f"{interval}")
+        weight = check_weight(weight, "guidance")
+        lo, hi = check_interval(interval, "guidance")
         if null_class is None:
             net = getattr(model, "network", getattr(model, "_callable", None))
             null_class = getattr(net, "null_class", None)
@@ -69,7 +90,7 @@ class ClassifierFreeGuidance(ModelWrapper):
             raise InputError("guidance: the model is not class-conditional (no null class); "
                              "train it with model.conditional: true and train.cond_dropout > 0")
         super().__init__(model, model.path, model.prediction, t_clamp=model.t_clamp)
-        self.weight, self.interval, self.null_class = float(weight), (lo, hi), int(null_class)
+        self.weight, self.interval, self.null_class = weight, (lo, hi), int(null_class)
 
     @property
     def inner(self) -> ModelWrapper:
@@ -91,7 +112,7 @@ class ClassifierFreeGuidance(ModelWrapper):
         both = inner.network_output(torch.cat([x, x]), torch.cat([t, t]),
                                     y=torch.cat([y, null]), **cond)
         out_c, out_u = both.chunk(2)
-        w = torch.where(inside, self.weight, 1.0).to(x.dtype).reshape(-1, *[1] * (x.ndim - 1))
+        w = interval_weight(t, self.interval, self.weight, 1.0, x)
         return out_u + w * (out_c - out_u)
 
     def extra_repr(self) -> str:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from monge.core.checks import check_finite
 from monge.errors import DataError, InputError
+from monge.guidance.cfg import check_interval, check_weight, interval_weight
 from monge.models.embeddings import SinusoidalTimeEmbedding, as_batch_time
 from monge.paths import ModelWrapper
 from monge.train.checkpoint import load_checkpoint, save_checkpoint
@@ -170,16 +171,10 @@ class ClassifierGuidance(ModelWrapper):
                  interval: tuple[float, float] = (0.05, 1.0)):
         if not isinstance(model, ModelWrapper) or not hasattr(model.path, "sigma"):
             raise InputError("classifier guidance: wrap a monge ModelWrapper on an affine path")
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not (
-                math.isfinite(weight) and weight >= 0):
-            raise InputError(f"classifier guidance: the weight must be finite and >= 0, got "
-                             f"{weight!r}")
-        lo, hi = (float(v) for v in interval)
-        if not 0.0 <= lo < hi <= 1.0:
-            raise InputError(f"classifier guidance: interval must satisfy 0 <= t_lo < t_hi <= 1, "
-                             f"got {interval}")
+        weight = check_weight(weight, "classifier guidance", nonnegative=True)
+        lo, hi = check_interval(interval, "classifier guidance")
         super().__init__(model, model.path, model.prediction, t_clamp=max(model.t_clamp, 1e-3))
-        self.classifier, self.weight, self.interval = classifier, float(weight), (lo, hi)
+        self.classifier, self.weight, self.interval = classifier, weight, (lo, hi)
         self.classifier_calls = 0
         self._conditional = getattr(getattr(model, "network", None), "null_class",
                                     None) is not None
@@ -207,7 +202,7 @@ class ClassifierGuidance(ModelWrapper):
         path = self.path
         eps = path.convert(out, self.prediction, "epsilon", x, t)
         sigma = path.coefficients(t, x)[1]
-        w = self.weight * inside.to(x.dtype).reshape(-1, *[1] * (x.ndim - 1))
+        w = interval_weight(t, self.interval, self.weight, 0.0, x)
         eps = eps - w * sigma * grad.to(x.dtype)
         return path.convert(eps, "epsilon", self.prediction, x, t)
 

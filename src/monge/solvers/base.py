@@ -43,6 +43,18 @@ def eval_field(field: Field, x: State, t: float | Tensor, cond: dict[str, Any]) 
     return field(x, batch_times(x, t), **cond)
 
 
+def velocity_and_denoised(field: Field, x: State, t: float | Tensor, cond: dict[str, Any]
+                          ) -> tuple[State, Tensor | None]:
+    """The velocity at (x, t) and, when the field is a model wrapper whose path has an x1
+    prediction, the clean-data prediction x̂1 from the same network call (else None)."""
+    predict = getattr(field, "predict", None)
+    kinds = getattr(getattr(field, "path", None), "predictions", ())
+    if predict is not None and "x1" in kinds and isinstance(x, Tensor):
+        v, x1 = predict(("velocity", "x1"), x, batch_times(x, t), **cond)
+        return v, x1
+    return eval_field(field, x, t, cond), None
+
+
 @dataclass
 class StepOutput:
     """What one solver step returns.

@@ -186,13 +186,19 @@ class DPMSolverPlusPlus(Solver):
         st.warm = min(st.warm + 1, self.solver_order)
         return StepOutput(x_next, 1, state=st, denoised=d0)
 
+    @staticmethod
+    def _bracket(st: _History, h: float, k: int) -> Tensor:
+        """D0 (k = 1) or the 2M midpoint bracket D0 + ½·D1 with D1 = (m0 − m1)/r0."""
+        m = st.outputs
+        if k == 1:
+            return m[-1]
+        r0 = (st.lams[-1] - st.lams[-2]) / h
+        return m[-1] + (0.5 / r0) * (m[-1] - m[-2])
+
     def _update(self, st: _History, c: _Coefficients, x: Tensor, k: int) -> Tensor:
         m, lam, h = st.outputs, st.lams, c.h
-        if k == 1:
-            bracket = m[-1]
-        elif k == 2 or self.beta is not None:
-            r0 = (lam[-1] - lam[-2]) / h
-            bracket = m[-1] + (0.5 / r0) * (m[-1] - m[-2])
+        if k <= 2 or self.beta is not None:
+            bracket = self._bracket(st, h, min(k, 2))
         if self.beta is not None:
             st.momentum = (bracket if st.momentum is None
                            else (1.0 - self.beta) * st.momentum + self.beta * bracket)
@@ -257,11 +263,7 @@ class DPMSolverPP2MSDE(DPMSolverPlusPlus):
         a, s = st.schedule.alpha_sigma(st.grid[st.index])
         # e^(−h) = α·σ'/(σ·α'), written without λ so that λ = −∞ at the source is exact.
         e = a * c.ratio / c.alpha_next
-        m = st.outputs
-        d = m[-1]
-        if k == 2:
-            r0 = (st.lams[-1] - st.lams[-2]) / c.h
-            d = d + (0.5 / r0) * (m[-1] - m[-2])
+        d = self._bracket(st, c.h, k)
         z = torch.randn(x.shape, generator=st.generator, dtype=x.dtype, device=x.device)
         return (c.ratio * e) * x + c.alpha_next * (1.0 - e * e) * d + (
             c.sigma_next * math.sqrt(max(1.0 - e * e, 0.0))) * z

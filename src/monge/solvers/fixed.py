@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
-
-from monge.solvers.base import Field, Solver, StepOutput, batch_times, eval_field
+from monge.solvers.base import Field, Solver, StepOutput, eval_field, velocity_and_denoised
 from monge.solvers.state import State, combine
 
 
@@ -27,13 +25,8 @@ class Euler(Solver):
 
     def step(self, field: Field, x: State, t: float, t_next: float, state: Any,
              cond: dict[str, Any]) -> StepOutput:
-        h = t_next - t
-        predict = getattr(field, "predict", None)
-        kinds = getattr(getattr(field, "path", None), "predictions", ())
-        if predict is not None and "x1" in kinds and isinstance(x, Tensor):
-            v, x1 = predict(("velocity", "x1"), x, batch_times(x, t), **cond)
-            return StepOutput(combine(x, [(h, v)]), 1, denoised=x1)
-        return StepOutput(combine(x, [(h, eval_field(field, x, t, cond))]), 1)
+        v, x1 = velocity_and_denoised(field, x, t, cond)
+        return StepOutput(combine(x, [(t_next - t, v)]), 1, denoised=x1)
 
 
 class Midpoint(Solver):

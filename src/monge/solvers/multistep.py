@@ -33,7 +33,7 @@ import numpy as np
 from torch import Tensor
 
 from monge.errors import InputError
-from monge.solvers.base import Field, Solver, StepOutput, batch_times, eval_field
+from monge.solvers.base import Field, Solver, StepOutput, velocity_and_denoised
 from monge.solvers.schedule import Schedule
 
 UNIFORM_AB: dict[int, tuple[float, ...]] = {
@@ -137,12 +137,7 @@ class AdamsBashforth(Solver):
     def _slope(self, st: _Slopes, field: Field, x: Tensor, t: float, cond: dict[str, Any]
                ) -> tuple[Tensor, Tensor | None]:
         if st.variable == "t":
-            predict = getattr(field, "predict", None)
-            kinds = getattr(getattr(field, "path", None), "predictions", ())
-            if predict is not None and "x1" in kinds and isinstance(x, Tensor):
-                v, x1 = predict(("velocity", "x1"), x, batch_times(x, t), **cond)
-                return v, x1
-            return eval_field(field, x, t, cond), None
+            return velocity_and_denoised(field, x, t, cond)
         eps, x1 = st.schedule.predict(field, ("epsilon", "x1"), x, t, cond)
         return eps, x1
 
