@@ -97,14 +97,24 @@ class ClassifierFreeGuidance(ModelWrapper):
         """The guided model."""
         return self.network
 
-    def network_output(self, x: Tensor, t: Tensor, y: Tensor | None = None, **cond: Any
-                       ) -> Tensor:
+    def network_output(self, x: Tensor, t: Tensor, y: Tensor | None = None,
+                       w: Tensor | float | None = None, **cond: Any) -> Tensor:
+        """The guided output; ``w`` (a float or per-sample [B]) overrides the weight for this
+        call (an LCM teacher draws one weight per sample)."""
         if y is None:
             raise InputError("guidance: needs class labels y (e.g. monge sample --label K)")
         inner = self.inner
         lo, hi = self.interval
         inside = (t >= lo) & (t <= hi)
-        if self.weight == 1.0 or not bool(inside.any()):
+        weight = self.weight if w is None else w
+        if isinstance(weight, Tensor):
+            if weight.shape != (x.shape[0],) or not bool(torch.isfinite(weight).all()):
+                raise InputError(f"guidance: w must be finite with shape [{x.shape[0]}], got "
+                                 f"{tuple(weight.shape)}")
+            constant = None
+        else:
+            constant = check_weight(weight, "guidance")
+        if constant == 1.0 or not bool(inside.any()):
             self.nfe += 1
             return inner.network_output(x, t, y=y, **cond)
         self.nfe += 2
@@ -112,8 +122,12 @@ class ClassifierFreeGuidance(ModelWrapper):
         both = inner.network_output(torch.cat([x, x]), torch.cat([t, t]),
                                     y=torch.cat([y, null]), **cond)
         out_c, out_u = both.chunk(2)
-        w = interval_weight(t, self.interval, self.weight, 1.0, x)
-        return out_u + w * (out_c - out_u)
+        if constant is None:
+            wb = weight.to(x.dtype).reshape(-1, *[1] * (x.ndim - 1))
+            w_t = torch.where(inside.reshape(wb.shape), wb, torch.ones_like(wb))
+        else:
+            w_t = interval_weight(t, self.interval, constant, 1.0, x)
+        return out_u + w_t * (out_c - out_u)
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, interval={self.interval}, null_class={self.null_class}"

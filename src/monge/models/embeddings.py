@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from monge.errors import InputError
 
-__all__ = ["SinusoidalTimeEmbedding", "as_batch_time", "class_indices"]
+__all__ = ["GuidanceEmbedding", "SinusoidalTimeEmbedding", "as_batch_time", "class_indices"]
 
 
 def as_batch_time(t: Tensor | float, batch_size: int, device: torch.device) -> Tensor:
@@ -117,3 +117,42 @@ class SinusoidalTimeEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, max_period={self.max_period:g}, scale={self.scale:g}"
+
+
+class GuidanceEmbedding(nn.Module):
+    """Embedding of a guidance weight w, added to the time embedding: ``[B] -> [B, dim]``.
+
+    Luo et al. (2023), "Latent Consistency Models" (LCM): a student distilled from a guided
+    teacher takes the guidance weight as an input, through a Fourier embedding added to the
+    time embedding. Here a sinusoidal embedding of w/10 (periods up to 2π·10, so w ∈ [0, 20]
+    is resolved), then Linear → SiLU → Linear with the **last layer zero-initialised**: a model
+    that gains this embedding computes exactly what it did before until it is trained. Cost
+    O(B·dim²).
+
+    Args:
+        dim: output width (the model's time-embedding width).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.sinusoid = SinusoidalTimeEmbedding(dim, max_period=100.0, scale=1.0)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, w: Tensor | float, batch_size: int, device: torch.device,
+                dtype: torch.dtype) -> Tensor:
+        w = as_batch_time(w, batch_size, device)
+        return self.mlp(self.sinusoid(w / 10.0).to(dtype))
+
+
+def guidance_term(module: GuidanceEmbedding | None, w: Tensor | float | None, batch_size: int,
+                  device: torch.device, dtype: torch.dtype) -> Tensor | float:
+    """The guidance embedding's contribution (0 when ``w`` is None); a model without the
+    embedding refuses a weight with one error line."""
+    if w is None:
+        return 0.0
+    if module is None:
+        raise InputError("w: this model has no guidance-weight input (build it with "
+                         "guidance_embedding=True)")
+    return module(w, batch_size, device, dtype)

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from monge.errors import ConfigError, InputError
-from monge.models.embeddings import SinusoidalTimeEmbedding, as_batch_time, class_indices
+from monge.models.embeddings import (
+    GuidanceEmbedding,
+    SinusoidalTimeEmbedding,
+    as_batch_time,
+    class_indices,
+    guidance_term,
+)
 
 __all__ = ["ACTIVATIONS", "MLP"]
 
@@ -49,7 +55,8 @@ class MLP(nn.Module):
     """
 
     def __init__(self, dim: int, hidden: int = 256, depth: int = 3, time_dim: int = 64,
-                 num_classes: int | None = None, activation: str = "silu") -> None:
+                 num_classes: int | None = None, activation: str = "silu",
+                 guidance_embedding: bool = False) -> None:
         super().__init__()
         for arg, value in (("dim", dim), ("hidden", hidden), ("depth", depth),
                            ("time_dim", time_dim)):
@@ -64,12 +71,15 @@ class MLP(nn.Module):
         self.dim, self.num_classes = dim, num_classes
         self.config = {"dim": dim, "hidden": hidden, "depth": depth, "time_dim": time_dim,
                        "num_classes": num_classes, "activation": activation}
+        if guidance_embedding:
+            self.config["guidance_embedding"] = True
         act = ACTIVATIONS[activation]
         self.time_embedding = nn.Sequential(
             SinusoidalTimeEmbedding(time_dim),
             nn.Linear(time_dim, time_dim), act(), nn.Linear(time_dim, time_dim))
         self.class_embedding = (nn.Embedding(num_classes + 1, time_dim)
                                 if num_classes is not None else None)
+        self.guidance_embedding = GuidanceEmbedding(time_dim) if guidance_embedding else None
         layers: list[nn.Module] = [nn.Linear(dim + time_dim, hidden), act()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden, hidden), act()]
@@ -81,7 +91,8 @@ class MLP(nn.Module):
         """Index of the "null" (unconditional) class, or ``None`` for an unconditional model."""
         return self.num_classes
 
-    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None,
+                w: Tensor | float | None = None) -> Tensor:
         """Evaluate the network.
 
         Args:
@@ -89,6 +100,8 @@ class MLP(nn.Module):
             t: times ``[B]`` (a scalar or ``[B, 1]`` is broadcast).
             y: int labels ``[B]`` in ``0..num_classes`` (``num_classes`` = null class); ``None``
                 means the null class (conditional model) or no conditioning.
+            w: guidance weight [B] (or a scalar) for a model built with
+                ``guidance_embedding=True`` (an LCM student); ``None`` adds nothing.
 
         Returns:
             Tensor of ``x``'s shape and dtype.
@@ -107,5 +120,6 @@ class MLP(nn.Module):
         labels = class_indices(y, batch, self.num_classes, x.device)
         if labels is not None:
             condition = condition + self.class_embedding(labels).to(x.dtype)
+        condition = condition + guidance_term(self.guidance_embedding, w, batch, x.device, x.dtype)
         out = self.net(torch.cat([flat, condition], dim=1))
         return out.reshape(x.shape)

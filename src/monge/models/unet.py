@@ -8,7 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from monge.errors import ConfigError, InputError
-from monge.models.embeddings import SinusoidalTimeEmbedding, as_batch_time, class_indices
+from monge.models.embeddings import (
+    GuidanceEmbedding,
+    SinusoidalTimeEmbedding,
+    as_batch_time,
+    class_indices,
+    guidance_term,
+)
 
 __all__ = ["UNet"]
 
@@ -69,7 +75,8 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, base_channels: int = 32,
                  channel_mults: Sequence[int] = (1, 2), num_res_blocks: int = 1,
-                 time_dim: int = 128, num_classes: int | None = None, groups: int = 8) -> None:
+                 time_dim: int = 128, num_classes: int | None = None, groups: int = 8,
+                 guidance_embedding: bool = False) -> None:
         super().__init__()
         channel_mults = tuple(int(m) for m in channel_mults)
         for arg, value in (("in_channels", in_channels), ("base_channels", base_channels),
@@ -92,12 +99,15 @@ class UNet(nn.Module):
         self.config = {"in_channels": in_channels, "base_channels": base_channels,
                        "channel_mults": channel_mults, "num_res_blocks": num_res_blocks,
                        "time_dim": time_dim, "num_classes": num_classes, "groups": groups}
+        if guidance_embedding:
+            self.config["guidance_embedding"] = True
 
         self.time_sinusoid = SinusoidalTimeEmbedding(time_dim)
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(),
                                       nn.Linear(time_dim, time_dim))
         self.class_embedding = (nn.Embedding(num_classes + 1, time_dim)
                                 if num_classes is not None else None)
+        self.guidance_embedding = GuidanceEmbedding(time_dim) if guidance_embedding else None
 
         self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
         self.down = nn.ModuleList()
@@ -138,7 +148,8 @@ class UNet(nn.Module):
         """``H`` and ``W`` must be divisible by this."""
         return 2 ** (len(self.channel_mults) - 1)
 
-    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None,
+                w: Tensor | float | None = None) -> Tensor:
         """Evaluate the network.
 
         Args:
@@ -147,6 +158,8 @@ class UNet(nn.Module):
             t: times ``[B]`` (a scalar or ``[B, 1]`` is broadcast).
             y: int labels ``[B]`` in ``0..num_classes`` (``num_classes`` = null class); ``None``
                 means the null class (conditional model) or no conditioning.
+            w: guidance weight [B] (or a scalar) for a model built with
+                ``guidance_embedding=True`` (an LCM student); ``None`` adds nothing.
 
         Returns:
             Tensor of ``x``'s shape and dtype.
@@ -164,6 +177,7 @@ class UNet(nn.Module):
         labels = class_indices(y, batch, self.num_classes, x.device)
         if labels is not None:
             embedding = embedding + self.class_embedding(labels).to(x.dtype)
+        embedding = embedding + guidance_term(self.guidance_embedding, w, batch, x.device, x.dtype)
 
         # channels-last activations run the 3x3 convolutions ~1.7x faster on CPU (oneDNN) and
         # suit GPU tensor cores; the weights stay contiguous so safetensors can save them
