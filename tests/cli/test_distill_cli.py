@@ -37,6 +37,12 @@ def teacher(tmp_path_factory) -> Path:
                                   .replace("steps: 600", "steps: 5")
                                   + f"out: {root / 'vp'}\n")
     assert runner.invoke(app, ["run", str(root / "vp.yaml"), "--quiet"]).exit_code == 0
+    (root / "cond.yaml").write_text(
+        TEACHER.replace("time_dim: 16}", "time_dim: 16, conditional: true}")
+        .replace("log_every: 100}", "log_every: 100, cond_dropout: 0.1}")
+        + f"out: {root / 'cond'}\n")
+    res = runner.invoke(app, ["run", str(root / "cond.yaml"), "--quiet"])
+    assert res.exit_code == 0, res.output
     return root
 
 
@@ -49,9 +55,9 @@ def test_reflow_then_one_step(teacher, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == "reflow-2" and metrics["teacher_nfe"] > 0
     s = metrics["straightness"]
-    assert s["reflow"] < 0.3 * s["teacher"], s
+    assert s["reflow-2"] < 0.3 * s["teacher"], s
     w1 = {e["model"]: e["w2"] for e in metrics["evaluations"] if e["nfe"] == 1}
-    assert w1["reflow"] < w1["teacher"], w1
+    assert w1["reflow-2"] < w1["teacher"], w1
     _, state = load_checkpoint(out)
     assert state["distill"][0]["method"] == "reflow"
     # the pairs are stored and reused: a rerun into the same folder spends no new teacher NFE
@@ -89,13 +95,16 @@ def test_bad_input(teacher, tmp_path, args, needles):
               *needles)
 
 
-@pytest.mark.parametrize("method,sampler", [("meanflow", "flow-map"),
-                                            ("consistency", "consistency")])
+@pytest.mark.parametrize("method,sampler,run", [
+    ("meanflow", "flow-map", "teacher"), ("shortcut", "flow-map", "teacher"),
+    ("consistency", "consistency", "teacher"),
+    ("lcm", "consistency", "cond"), ("lcm-lora", "consistency", "cond")])
 def test_flow_map_students_sample_and_evaluate_with_their_own_sampler(teacher, tmp_path, method,
-                                                                      sampler):
+                                                                      sampler, run):
     out = tmp_path / method
-    res = runner.invoke(app, ["distill", str(teacher / "teacher"), "--method", method,
-                              "--steps", "400", "--out", str(out), "--quiet"])
+    extra = ["--guidance-range", "1,1.5"] if method == "lcm" else []
+    res = runner.invoke(app, ["distill", str(teacher / run), "--method", method,
+                              "--steps", "400", "--out", str(out), "--quiet", *extra])
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "metrics.json").read_text())
     w1 = {e["model"]: e["w2"] for e in metrics["evaluations"] if e["nfe"] == 1}
@@ -114,3 +123,40 @@ def test_flow_map_students_sample_and_evaluate_with_their_own_sampler(teacher, t
     for args in (["sample", str(out), "--solver", "heun"],
                  ["eval", str(out), "--solver", "euler", "--nfe", "2"]):
         one_error(runner.invoke(app, args), "own sampler")
+    if method == "lcm":        # the guidance weight is an input of the student
+        a, b = (runner.invoke(app, ["sample", str(out), "--nfe", "1", "--n", "16", "--label",
+                                    "3", "--guidance", w, "--out", str(tmp_path / f"{w}.npy")])
+                for w in ("1", "3"))
+        assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+        assert not np.allclose(np.load(tmp_path / "1.npy"), np.load(tmp_path / "3.npy"))
+    if method == "lcm-lora":   # the adapter is saved alone, a small fraction of the model
+        assert 0 < metrics["adapter_fraction"] < 0.5
+        assert (out / "lcm_adapter.safetensors").stat().st_size < (
+            out / "checkpoint.safetensors").stat().st_size / 2
+
+
+@pytest.mark.parametrize("method,args,needles", [
+    ("lcm", [], ["lcm", "class-conditional"]),
+    ("lcm-lora", ["--rank", "4096"], ["rank"]),
+    ("lcm", ["--guidance-range", "3,1"], ["--guidance-range"]),
+])
+def test_bad_student_options(teacher, tmp_path, method, args, needles):
+    run = "teacher" if method == "lcm" and not args else "cond"
+    one_error(runner.invoke(app, ["distill", str(teacher / run), "--method", method,
+                                  "--out", str(tmp_path / "o"), *args]), *needles)
+
+
+def test_lcm_lora_without_peft_is_one_error_line(teacher, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "peft", None)      # `import peft` now fails
+    one_error(runner.invoke(app, ["distill", str(teacher / "cond"), "--method", "lcm-lora",
+                                  "--out", str(tmp_path / "o")]), "peft", "monge[lora]")
+
+
+def test_a_flow_map_student_is_not_a_teacher(teacher, tmp_path):
+    out = tmp_path / "cm"
+    assert runner.invoke(app, ["distill", str(teacher / "teacher"), "--method", "consistency",
+                               "--steps", "5", "--out", str(out), "--quiet"]).exit_code == 0
+    one_error(runner.invoke(app, ["distill", str(out), "--method", "reflow", "--out",
+                                  str(tmp_path / "o")]), "flow-map student")

@@ -160,10 +160,13 @@ def sample(
         raise InputError("--guidance: give --label too (guidance steers toward a class)")
     trained = load_trained(checkpoint, resolve_device(device))
     if trained.flow_map is not None:
-        if solver is not None or grid != "uniform" or guidance is not None or classifier:
-            raise InputError("--solver/--grid/--guidance: this checkpoint is a flow-map student "
-                             f"({trained.student_sampler}) and samples with its own sampler; "
-                             "give only --nfe")
+        if solver is not None or grid != "uniform" or classifier:
+            raise InputError("--solver/--grid/--classifier: this checkpoint is a flow-map "
+                             f"student ({trained.student_sampler}) and samples with its own "
+                             "sampler; give only --nfe (and --guidance for an lcm student)")
+        if guidance is not None and trained.student_guidance is None:
+            raise InputError("--guidance: this student has no guidance-weight input (it was "
+                             "distilled at a fixed guidance); sample it without --guidance")
         nfe = 1 if nfe is None else nfe
         if nfe < 1:
             raise InputError(f"--nfe: must be a positive integer, got {nfe}")

@@ -41,6 +41,8 @@ class Trained:
     """Its sampler: ``flow-map`` (jumps t → s) or ``consistency`` (jump to 1, re-noise)."""
     student_method: str | None = None
     """The distillation method that produced the student (``meanflow``, ``consistency``)."""
+    student_guidance: float | None = None
+    """For a student that takes the guidance weight as input (LCM): its default w."""
     model_label: str = "teacher"
     """What evaluation records call this model: ``teacher`` or the last distillation step's
     label (``reflow-2``, ``onestep``, ``meanflow``, ...)."""
@@ -68,7 +70,10 @@ class Trained:
         ``guidance`` is the classifier-guidance scale instead."""
         device = next(self.model.parameters()).device
         if self.flow_map is not None:
-            return self._sample_student(n, nfe or 1, seed, source, device)
+            if classifier is not None:
+                raise InputError("--classifier: classifier guidance needs the velocity field; "
+                                 "a flow-map student jumps without one")
+            return self._sample_student(n, nfe or 1, seed, source, device, labels, guidance)
         if SOLVERS.entry(solver).factory.stochastic and self.cfg.source != "gaussian":
             raise InputError(f"--solver: {solver} simulates the reverse diffusion SDE, which "
                              f"needs a Gaussian source; this model transports "
@@ -127,16 +132,28 @@ class Trained:
         return lambda k, g: pool[torch.randint(0, pool.shape[0], (k,), generator=g).to(device)]
 
     def _sample_student(self, n: int, steps: int, seed: int, source: Tensor | None,
-                        device: torch.device) -> SolveResult:
+                        device: torch.device, labels: Tensor | None = None,
+                        guidance: float | None = None) -> SolveResult:
         from monge.distill import consistency_sample, flow_map_sample
 
         x = (self.source_samples(n, seed) if source is None else source).to(device)
+        cond: dict[str, Tensor] = {}
+        if self.num_classes is not None:
+            cond["y"] = (torch.arange(n) % self.num_classes if labels is None else labels
+                         ).to(device)
+        if guidance is not None and self.student_guidance is None:
+            raise InputError("--guidance: this student has no guidance-weight input (it was "
+                             "distilled at a fixed guidance); sample it without --guidance")
+        if self.student_guidance is not None:
+            w = self.student_guidance if guidance is None else guidance
+            cond["w"] = torch.full((n,), float(w), device=device)
         with torch.no_grad():
             if self.student_sampler == "consistency":
                 draw, g = self.source_sampler(device), torch.Generator().manual_seed(seed + 1)
-                res = consistency_sample(self.flow_map, x, steps, source=lambda k: draw(k, g))
+                res = consistency_sample(self.flow_map, x, steps, source=lambda k: draw(k, g),
+                                         cond=cond)
             else:
-                res = flow_map_sample(self.flow_map, x, steps)
+                res = flow_map_sample(self.flow_map, x, steps, cond=cond)
         res.network_calls = res.nfe
         res.x = self.maps.decode(res.x)
         if not bool(torch.isfinite(res.x).all()):
@@ -211,21 +228,36 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
         trained.model_label = str(steps[-1].get("label", steps[-1].get("method", "student")))
     student = state.get("student")
     if isinstance(student, dict) and student.get("kind") == "flow-map":
-        from monge.distill import FlowMap, TwoTimeMLP
-
         try:
-            c = student["config"]
-            net = TwoTimeMLP(tuple(c["shape"]), hidden=c["hidden"], depth=c["depth"],
-                             time_dim=c["time_dim"])
+            net = _student_network(student, kind, kwargs, shape, state.get("num_classes"))
             net.load_state_dict({k[len("flowmap."):]: v for k, v in tensors.items()
                                  if k.startswith("flowmap.")})
-        except (KeyError, TypeError, RuntimeError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as exc:
             raise DataError(f"{checkpoint}: its flow-map student does not load ({exc})"[:300]
                             ) from None
+        from monge.distill import FlowMap
+
         trained.flow_map = FlowMap(net).to(device).eval()
         trained.student_sampler = student.get("sampler", "flow-map")
         trained.student_method = student.get("method")
+        w = student.get("guidance")
+        trained.student_guidance = float(w) if isinstance(w, int | float) else None
     return trained
+
+
+def _student_network(student: dict[str, Any], kind: str, kwargs: dict[str, Any],
+                     shape: tuple[int, ...], num_classes: int | None) -> nn.Module:
+    """The flow-map student's network: a two-time MLP u(x, t, s), or an endpoint network in
+    the teacher's own architecture (with a guidance-weight input for LCM students)."""
+    from monge.distill import EndpointNetwork, TwoTimeMLP
+
+    c = student["config"]
+    if student.get("network", "two-time") == "endpoint":
+        extra = {"guidance_embedding": True} if c.get("guidance_embedding") else {}
+        return EndpointNetwork(build_model(kind, shape, num_classes=num_classes, **kwargs,
+                                           **extra))
+    return TwoTimeMLP(tuple(c["shape"]), hidden=c["hidden"], depth=c["depth"],
+                      time_dim=c["time_dim"], num_classes=c.get("num_classes"))
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
