@@ -25,10 +25,12 @@ FULL_EVAL = """eval:
             rtol: 0.001, atol: 0.001}]
   trajectories: 16
   straightness_steps: 20
-compare: {couplings: [ot], nfe: [1, 4]}"""
+compare: {couplings: [ot], nfe: [1, 4]}
+distill: {methods: [consistency], steps: 60}"""
 LIGHT_EVAL = """eval: {n_samples: 64, solvers: [{solver: euler, nfe: [4]}], trajectories: 0,
        straightness_steps: 4}
-compare: {couplings: []}"""
+compare: {couplings: []}
+distill: {methods: []}"""
 
 
 def _write_config(path: Path, out: Path, steps: int = 150, evaluation: str = FULL_EVAL) -> Path:
@@ -60,14 +62,20 @@ def test_run_writes_report_and_metrics(small_run):
         assert (small_run / name).exists(), name
     m = json.loads((small_run / "metrics.json").read_text())
     assert m["reference_w2"] > 0
-    recs = {(e["solver"], e["nfe"]): e for e in m["evaluations"]}
+    recs = {(e["solver"], e["nfe"]): e for e in m["evaluations"] if e["model"] == "teacher"}
     assert set(k[0] for k in recs) == {"euler", "heun", "dopri5"}
     for e in m["evaluations"]:
-        assert {"solver", "nfe", "w2", "energy_distance"} <= set(e)
+        assert {"model", "solver", "nfe", "w2", "energy_distance"} <= set(e)
     # even a 300-step model must beat one Euler step at 8 steps
     assert recs[("euler", 8)]["w2"] < recs[("euler", 1)]["w2"]
     report = (small_run / "report.md").read_text()
-    assert "| euler | 8 |" in report and "| ot |" in report
+    assert "| teacher | euler | 8 |" in report and "| ot |" in report
+    # the distill: section's student: its rows, its folder, its figure
+    student = {e["nfe"]: e for e in m["evaluations"] if e["model"] == "consistency"}
+    assert set(student) == {1, 2, 4} and student[1]["solver"] == "consistency"
+    assert student[1]["w2"] < recs[("euler", 1)]["w2"]     # one jump beats one Euler step
+    assert "## Few-step students" in report and (small_run / "student.png").exists()
+    assert (small_run / "students" / "consistency" / "checkpoint.safetensors").exists()
     rows = {r["coupling"]: r for r in m["coupling_comparison"]}
     assert set(rows) == {"independent", "ot"}
     # minibatch OT straightens the learned paths (Tong et al. 2024; Pooladian et al. 2023)
@@ -167,7 +175,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
 
 PATH_EVAL = """eval: {n_samples: 128, solvers: [{solver: heun, nfe: [32]}], trajectories: 0,
        straightness_steps: 4}
-compare: {couplings: []}"""
+compare: {couplings: []}
+distill: {methods: []}"""
 
 
 def _untransported_w2(path: str) -> float:

@@ -24,6 +24,7 @@ train: {steps: 600, batch_size: 256, checkpoint_every: 600, log_every: 100}
 eval: {n_samples: 64, solvers: [{solver: euler, nfe: [4]}], trajectories: 0,
        straightness_steps: 2, sweep_nfe: []}
 compare: {couplings: []}
+distill: {methods: []}
 """
 
 

@@ -25,6 +25,7 @@ train: {steps: 10, batch_size: 32, checkpoint_every: 10, log_every: 5, warmup_st
 eval: {n_samples: 16, solvers: [{solver: euler, nfe: [2]}], trajectories: 0,
        straightness_steps: 2, sweep_nfe: []}
 compare: {couplings: []}
+distill: {methods: []}
 """
 
 # Values a user might type: garbage text, numbers of every sign and size, and near-misses.

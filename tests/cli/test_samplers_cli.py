@@ -25,6 +25,7 @@ train: {steps: 150, batch_size: 128, cond_dropout: 0.2, checkpoint_every: 150, l
 eval: {n_samples: 64, solvers: [{solver: euler, nfe: [4]}], trajectories: 0,
        straightness_steps: 2, sweep_nfe: [2, 4], sweep_samples: 32}
 compare: {couplings: []}
+distill: {methods: []}
 """
 UNCOND = COND.replace("conditional: true", "conditional: false").replace(
     "cond_dropout: 0.2, ", "")

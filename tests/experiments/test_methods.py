@@ -53,3 +53,16 @@ def test_kinetic_optimal_with_velocity_prediction_warns():
     target = load_dataset("moons", n_train=512, n_test=64, seed=0)
     with pytest.warns(UserWarning, match="train.prediction: x1"):
         build_method(cfg, target)
+
+
+def test_train_local_reg_wraps_the_objective():
+    from monge.couplings import IndependentCoupling
+    from monge.train.local_reg import LocallyRegularizedLoss
+
+    cfg = parse_config({"source": "gaussian", "target": "moons",
+                        "train": {"local_reg": 0.5, "local_reg_start": "ode"}})
+    method = build_method(cfg, load_dataset("moons", n_train=512, n_test=64, seed=0))
+    loss = method.loss(cfg, IndependentCoupling(), None)
+    assert isinstance(loss, LocallyRegularizedLoss) and loss.weight == 0.5 and loss.start == "ode"
+    assert isinstance(method.loss(parse_config({}), IndependentCoupling(), None),
+                      FlowMatchingLoss)

@@ -85,6 +85,11 @@ class TrainConfig(_Strict):
     prediction: Literal["velocity", "x1", "epsilon"] = "velocity"
     weighting: Literal["none", "snr", "min-snr-5"] = "none"
     cond_dropout: float = Field(0.0, ge=0, lt=1)
+    local_reg: float = Field(0.0, ge=0, description="λ of the local regulariser (Pal et al. "
+                             "2023): lowers the adaptive solver's NFE at inference; 0 = off")
+    local_reg_start: Literal["interpolant", "ode"] = Field(
+        "interpolant", description="where its one dopri5 step starts: on the path, or on the "
+                                   "model's own ODE solution")
 
 
 def _check_grid(value: str) -> str:
@@ -158,6 +163,45 @@ class CompareConfig(_Strict):
     nfe: list[int] = Field(default_factory=lambda: [1, 2, 4, 100])
 
 
+DistillMethod = Literal["reflow", "onestep", "meanflow", "shortcut", "consistency", "lcm",
+                        "lcm-lora", "mdt"]
+DISTILL_METHODS: tuple[str, ...] = DistillMethod.__args__  # type: ignore[attr-defined]
+
+
+class DistillConfig(_Strict):
+    """Few-step students distilled from the main model after training (``monge distill``)."""
+
+    methods: list[DistillMethod] = Field(
+        default_factory=lambda: ["consistency"],
+        description="student methods (empty: none); each is saved in OUT/students/LABEL")
+    steps: int = Field(1000, ge=1, description="training steps per student")
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(5e-4, gt=0)
+    pairs: int = Field(10000, ge=1, description="reflow/onestep: teacher pairs")
+    nfe: list[int] = Field(default_factory=lambda: [1, 2, 4],
+                           description="student steps evaluated in the report")
+    guidance_range: str = Field("1,3", description="lcm: guidance weights LO,HI learned")
+    rank: int = Field(8, ge=1, description="lcm-lora: LoRA rank")
+
+    @field_validator("nfe")
+    @classmethod
+    def _nfe(cls, value: list[int]) -> list[int]:
+        if any(n < 1 for n in value):
+            raise ValueError("student NFE must be positive")
+        return value
+
+    @field_validator("guidance_range")
+    @classmethod
+    def _range(cls, value: str) -> str:
+        try:
+            lo, hi = (float(v) for v in value.split(","))
+        except ValueError:
+            raise ValueError(f"expected LO,HI, got {value!r}") from None
+        if not 0 <= lo <= hi:
+            raise ValueError(f"expected 0 <= LO <= HI, got {value!r}")
+        return value
+
+
 class RunConfig(_Strict):
     """Everything ``monge run`` needs. Defaults are the built-in main job."""
 
@@ -174,6 +218,7 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
     @field_validator("out")
     @classmethod

@@ -37,6 +37,7 @@ from monge.distill import (
 )
 from monge.errors import InputError
 from monge.experiments.build import model_kwargs
+from monge.experiments.config import DISTILL_METHODS
 from monge.experiments.load import Trained
 from monge.models import build_model
 from monge.paths import LinearPath, ModelWrapper
@@ -44,7 +45,7 @@ from monge.solvers import Euler, SolveResult, integrate
 from monge.train import Trainer, TrainerConfig, TrainResult, load_checkpoint
 from monge.train.losses import FlowMatchingLoss
 
-METHODS = ("reflow", "onestep", "meanflow", "shortcut", "consistency", "lcm", "lcm-lora", "mdt")
+METHODS = DISTILL_METHODS
 TWO_TIME = ("meanflow", "shortcut")                  # u(x, t, s): the flow-map sampler
 ENDPOINT = ("consistency", "lcm", "lcm-lora", "mdt")  # jump to the end: consistency sampler
 FLOW_MAP = {**{m: "flow-map" for m in TWO_TIME}, **{m: "consistency" for m in ENDPOINT}}

@@ -77,6 +77,19 @@ def solve(field: nn.Module, x_init: Tensor, solver: str, *, nfe: int | None = No
                      return_trajectory=return_trajectory)
 
 
+def measure(x: Tensor, reference: Tensor, frechet: bool = False) -> dict[str, Any]:
+    """W2 and energy distance of samples x against reference (and, for digits, the classifier
+    Fréchet distance and class-histogram entropy); a ``note`` flags non-finite samples."""
+    rec: dict[str, Any] = {"w2": wasserstein2(x, reference),
+                           "energy_distance": energy_distance(x, reference)}
+    if frechet:
+        rec["frechet"] = classifier_frechet_distance(x, reference)
+        rec["class_entropy"] = class_histogram_entropy(x)
+    if not all(math.isfinite(v) for v in (rec["w2"], rec["energy_distance"])):
+        rec["note"] = "non-finite samples"
+    return rec
+
+
 def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[SolverSpec], *,
              cond: dict[str, Any] | None = None, frechet: bool = False,
              progress: bool = False, decode: Callable[[Tensor], Tensor] | None = None,
@@ -103,9 +116,7 @@ def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[So
         x = decode(x) if decode is not None else x
         samples[(spec.solver, res.nfe)] = x
         rec: dict[str, Any] = {"model": model, "solver": spec.solver, "nfe": res.nfe,
-                               "w2": wasserstein2(x, reference),
-                               "energy_distance": energy_distance(x, reference),
-                               "seconds": seconds}
+                               **measure(x, reference, frechet), "seconds": seconds}
         if spec.grid != "uniform":
             rec["grid"] = spec.grid
         if make_solver(spec.solver).adaptive:
@@ -113,11 +124,6 @@ def evaluate(field: nn.Module, x_init: Tensor, reference: Tensor, specs: list[So
                        rejected=res.n_rejected)
         elif not res.converged:
             rec["converged"] = False
-        if frechet:
-            rec["frechet"] = classifier_frechet_distance(x, reference)
-            rec["class_entropy"] = class_histogram_entropy(x)
-        if not all(math.isfinite(v) for v in (rec["w2"], rec["energy_distance"])):
-            rec["note"] = "non-finite samples"
         records.append(rec)
         if progress:
             extra = f"  FD {rec['frechet']:.3f}" if frechet else ""

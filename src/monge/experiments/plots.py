@@ -70,6 +70,38 @@ def plot_samples(path: Path, generated: Tensor, reference: Tensor, title: str,
     plt.close(fig)
 
 
+def plot_student(path: Path, student: Tensor, teacher: Tensor, reference: Tensor, label: str,
+                 labels: Tensor | None = None) -> None:
+    """One-step samples of a student beside one Euler step of its teacher (same starting
+    points) and held-out data: 2-D scatters, or image grids (one row per class)."""
+    panels = [(student, f"{label}, 1 step", "tab:green"),
+              (teacher, "teacher, 1 Euler step", "tab:blue"),
+              (reference, "held-out", "tab:orange")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    if _is_image(student):
+        for ax, (x, name, _) in zip(axes, panels, strict=True):
+            if labels is not None and name != "held-out":
+                order = torch.argsort(labels.cpu(), stable=True)
+                x = _per_class_rows(x[order], labels[order])
+            ax.imshow(_image_grid(x[:100], 10), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(name)
+            ax.axis("off")
+    else:
+        allx = torch.cat([reference[:, :2], student[:, :2]]).cpu()
+        lo, hi = allx.quantile(0.002, dim=0), allx.quantile(0.998, dim=0)
+        for ax, (x, name, color) in zip(axes, panels, strict=True):
+            a = _np(x)
+            ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.5, color=color)
+            ax.set_title(name)
+            ax.set_xlim(float(lo[0]) - 0.5, float(hi[0]) + 0.5)
+            ax.set_ylim(float(lo[1]) - 0.5, float(hi[1]) + 0.5)
+            ax.set_aspect("equal")
+    fig.suptitle(f"one network call: the {label} student vs its teacher")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _per_class_rows(x: Tensor, labels: Tensor, per_row: int = 10) -> Tensor:
     """Arrange up to ``per_row`` samples of each class on its own row (blank where missing)."""
     rows = []

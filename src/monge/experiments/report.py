@@ -25,6 +25,32 @@ def _comparison_section(metrics: dict[str, Any]) -> list[str]:
             "includes one-off start-up costs (imports, first optimiser step).", ""]
 
 
+def _student_section(metrics: dict[str, Any]) -> list[str]:
+    rows = metrics.get("students")
+    if not rows:
+        return []
+    ev = metrics["evaluations"]
+    key = "frechet" if any("frechet" in e for e in ev) else "w2"
+    name = "Fréchet" if key == "frechet" else "W2"
+    teacher = {e["nfe"]: e[key] for e in ev if e.get("model", "teacher") == "teacher"
+               and e["solver"] == "euler"}
+    ref_nfe = max(teacher) if teacher else None
+    lines = ["## Few-step students (distilled from this model)", "",
+             f"| student | {name} 1 step | {name} 2 steps | {name} 4 steps | training steps | "
+             "seconds | teacher network calls |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        got = {e["nfe"]: e[key] for e in ev if e.get("model") == r["label"]}
+        cells = " | ".join(f"{got[n]:.4f}" if n in got else "–" for n in (1, 2, 4))
+        lines.append(f"| {r['label']} | {cells} | {r['steps']} | {r['seconds']:.1f} | "
+                     f"{r['teacher_nfe']} |")
+    lines.append("")
+    if ref_nfe is not None:
+        lines.append(f"The teacher: {name} {teacher.get(1, float('nan')):.4f} at 1 Euler step, "
+                     f"{teacher[ref_nfe]:.4f} at {ref_nfe}. Each student is a run folder under "
+                     "students/ (`monge sample runs/.../students/LABEL --nfe 1`).")
+    return [*lines, "", "![student](student.png)", ""]
+
+
 def solver_label(record: dict[str, Any]) -> str:
     """The solver's name, flagged when its solve did not converge or its samples were not
     finite (so a flag shows in every table)."""
@@ -75,12 +101,15 @@ def render_report(cfg: RunConfig, metrics: dict[str, Any]) -> str:
     ev = metrics["evaluations"]
     has_fd = any("frechet" in e for e in ev)
     ref = metrics["reference_w2"]
-    head = "| solver | NFE | W2 | W2 / floor | energy distance |" + (
-        " Fréchet (classifier) | class entropy |" if has_fd else "")
-    sep = "|---|---:|---:|---:|---:|" + ("---:|---:|" if has_fd else "")
+    students = any(e.get("model", "teacher") != "teacher" for e in ev)
+    head = ("| model " if students else "") + "| solver | NFE | W2 | W2 / floor | energy " \
+        "distance |" + (" Fréchet (classifier) | class entropy |" if has_fd else "")
+    sep = ("|---" if students else "") + "|---|---:|---:|---:|---:|" + (
+        "---:|---:|" if has_fd else "")
     rows = []
     for e in ev:
-        row = (f"| {solver_label(e)} | {e['nfe']} | {e['w2']:.4f} | {ratio(e['w2'], ref)} | "
+        row = ((f"| {e.get('model', 'teacher')} " if students else "")
+               + f"| {solver_label(e)} | {e['nfe']} | {e['w2']:.4f} | {ratio(e['w2'], ref)} | "
                f"{e['energy_distance']:.4f} |")
         if has_fd:
             row += f" {e['frechet']:.3f} | {e['class_entropy']:.3f} |"
@@ -111,6 +140,7 @@ def render_report(cfg: RunConfig, metrics: dict[str, Any]) -> str:
         f"| {metrics['straightness']:.4f} | {metrics['kinetic_energy']:.4f} | "
         f"{metrics['transport_cost']:.4f} |",
         "",
+        *_student_section(metrics),
         *_sweep_section(metrics),
         *_comparison_section(metrics),
         "## Figures",

@@ -71,6 +71,56 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool,
     return comp, trainer, trainer.fit(resume=resume)
 
 
+def _distill_students(cfg: RunConfig, out: Path, x_init: torch.Tensor, ev: Any,
+                      frechet: bool, decode: Any, progress: bool, device: str | torch.device
+                      ) -> dict[str, Any]:
+    """Distil the ``distill:`` students from the main model, save each in OUT/students/LABEL,
+    and measure them on the evaluation set (records with ``model`` = the student's label)."""
+    dc = cfg.distill
+    if not dc.methods:
+        return {}
+    if cfg.path.name != "linear" or cfg.train.prediction != "velocity":
+        print(f"distill: skipped (students need the linear path with velocity prediction; "
+              f"this run has {cfg.path.name!r}, {cfg.train.prediction!r})")
+        return {}
+    from monge.experiments.distill import distill, parse_range, save_student
+    from monge.experiments.evaluate import measure
+    from monge.experiments.load import load_trained
+    from monge.solvers import Euler, integrate
+
+    teacher = load_trained(out / CHECKPOINT_NAME, device)
+    records: list[dict[str, Any]] = []
+    summary, best = [], None
+    with torch.no_grad():
+        one_euler = decode(integrate(teacher.field, x_init, Euler(), steps=1,
+                                     cond=ev.cond).x.float().cpu())
+    for method in dc.methods:
+        if progress:
+            print(f"distilling a {method} student ({dc.steps} steps)")
+        student = distill(teacher, method, steps=dc.steps, batch_size=dc.batch_size, lr=dc.lr,
+                          pairs=dc.pairs, guidance_range=parse_range(dc.guidance_range),
+                          rank=dc.rank, seed=cfg.seed, pair_folder=out / "students" / "pairs",
+                          progress=False)
+        folder = out / "students" / student.label
+        ensure_writable_dir(folder, "distill")
+        save_student(student, teacher, out / CHECKPOINT_NAME, folder)
+        for nfe in dc.nfe:
+            res = student.sample(teacher, x_init, nfe, ev.cond, cfg.seed)
+            x = decode(res.x.float().cpu())
+            rec = {"model": student.label, "solver": student.sampler, "nfe": nfe,
+                   **measure(x, ev.ref_a, frechet)}
+            records.append(rec)
+            if nfe == 1 and (best is None or rec["w2"] < best["w2"]):
+                best = {"label": student.label, "w2": rec["w2"], "samples": x,
+                        "teacher": one_euler}
+            if progress:
+                print(f"  {student.label:>12} NFE {nfe}: W2 {rec['w2']:.4f}")
+        summary.append({"label": student.label, "steps": student.result.steps,
+                        "seconds": student.seconds, "teacher_nfe": student.teacher_nfe,
+                        "folder": str(folder)})
+    return {"records": records, "summary": summary, "best": best}
+
+
 def _compare_couplings(cfg: RunConfig, main_row: dict[str, Any], out: Path, *, resume: bool,
                        progress: bool, device) -> list[dict[str, Any]]:
     """Train one model per coupling in ``cfg.compare`` and tabulate few-step W2 and straightness."""
@@ -208,6 +258,10 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
                                    result.steps)
         metrics["coupling_comparison"] = _compare_couplings(cfg, main_row, out, resume=resume,
                                                             progress=progress, device=device)
+    students = _distill_students(cfg, out, x_init, ev, frechet, decode, progress, device)
+    if students:
+        metrics["evaluations"] = evaluations = evaluations + students["records"]
+        metrics["students"] = students["summary"]
     metrics["total_seconds"] = time.perf_counter() - t_start
 
     # ---- figures and report ----------------------------------------------------------------
@@ -226,6 +280,10 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
                                 f"trajectories (Euler, {cfg.eval.straightness_steps} steps); "
                                 f"straightness {path_stats['straightness']:.3g}")
     plots.plot_loss(out / "loss.png", out / LOG_NAME)
+    if students:
+        best = students["best"]
+        plots.plot_student(out / "student.png", best["samples"], best["teacher"], ev.ref_a,
+                           best["label"], labels=labels)
     if evaluations:
         plots.plot_quality_vs_nfe(out / "quality_vs_nfe.png", evaluations,
                                   reference["reference_w2"])

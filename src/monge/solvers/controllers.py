@@ -26,14 +26,28 @@ from monge.solvers.base import Field, Solver, StepOutput, eval_field
 from monge.solvers.state import State, combine, leaves
 
 
-def error_norm(error: State, x: State, x_new: State, rtol: float, atol: float) -> float:
-    """RMS of ``error / (atol + rtol·max(|x|, |x_new|))`` over every leaf of the state."""
-    total, count = 0.0, 0
+def scaled_error_norm(error: State, x: State, x_new: State, rtol: float, atol: float
+                      ) -> Tensor:
+    """RMS of ``error / (atol + rtol·max(|x|, |x_new|))`` over every leaf, as a tensor.
+
+    Differentiable in the error (the local regulariser of :mod:`monge.train.local_reg` trains
+    on it); the weights are detached, so a model cannot lower it by inflating its states."""
+    total, count = None, 0
     for e, a, b in zip(leaves(error), leaves(x), leaves(x_new), strict=True):
-        scale = atol + rtol * torch.maximum(a.abs(), b.abs())
-        total += float(((e.detach() / scale.detach()) ** 2).sum())
+        weight = (atol + rtol * torch.maximum(a.abs(), b.abs())).detach()
+        part = ((e / weight) ** 2).sum()
+        total = part if total is None else total + part
         count += e.numel()
-    return math.sqrt(total / max(count, 1))
+    if total is None:
+        return torch.zeros(())
+    return torch.sqrt(total / max(count, 1))
+
+
+def error_norm(error: State, x: State, x_new: State, rtol: float, atol: float) -> float:
+    """RMS of ``error / (atol + rtol·max(|x|, |x_new|))`` over every leaf of the state: the
+    adaptive controller's acceptance test (as a float)."""
+    with torch.no_grad():
+        return float(scaled_error_norm(error, x, x_new, rtol, atol))
 
 
 class ControllerRun(ABC):

@@ -2,6 +2,7 @@
 
 from monge.train import distributed
 from monge.train.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from monge.train.local_reg import LocallyRegularizedLoss, LocalRegStep, local_error
 from monge.train.losses import WEIGHTINGS, FlowMatchingLoss, LossOutput
 from monge.train.objectives import LOSSES, make_loss
 from monge.train.time_samplers import (
@@ -13,6 +14,7 @@ from monge.train.time_samplers import (
 from monge.train.trainer import CHECKPOINT_NAME, LOG_NAME, Trainer, TrainerConfig, TrainResult
 
 __all__ = ["CHECKPOINT_NAME", "LOG_NAME", "LOSSES", "WEIGHTINGS", "FlowMatchingLoss",
-           "LogitNormalTime", "LossOutput", "TimeSampler", "TrainResult", "Trainer",
-           "TrainerConfig", "UniformTime", "atomic_write_bytes", "distributed", "load_checkpoint",
-           "make_loss", "make_time_sampler", "save_checkpoint"]
+           "LocalRegStep", "LocallyRegularizedLoss", "LogitNormalTime", "LossOutput",
+           "TimeSampler", "TrainResult", "Trainer", "TrainerConfig", "UniformTime",
+           "atomic_write_bytes", "distributed", "load_checkpoint", "local_error", "make_loss",
+           "make_time_sampler", "save_checkpoint"]
