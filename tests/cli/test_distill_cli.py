@@ -98,7 +98,7 @@ def test_bad_input(teacher, tmp_path, args, needles):
 
 @pytest.mark.parametrize("method,sampler,run", [
     ("meanflow", "flow-map", "teacher"), ("shortcut", "flow-map", "teacher"),
-    ("consistency", "consistency", "teacher"),
+    ("consistency", "consistency", "teacher"), ("mdt", "consistency", "teacher"),
     ("lcm", "consistency", "cond"), ("lcm-lora", "consistency", "cond")])
 def test_flow_map_students_sample_and_evaluate_with_their_own_sampler(teacher, tmp_path, method,
                                                                       sampler, run):
@@ -161,3 +161,34 @@ def test_a_flow_map_student_is_not_a_teacher(teacher, tmp_path):
                                "--steps", "5", "--out", str(out), "--quiet"]).exit_code == 0
     one_error(runner.invoke(app, ["distill", str(out), "--method", "reflow", "--out",
                                   str(tmp_path / "o")]), "flow-map student")
+
+
+def test_invert_reconstructs_and_edits_toward_another_class(teacher, tmp_path):
+    z = tmp_path / "z.npy"
+    res = runner.invoke(app, ["invert", str(teacher / "cond"), "8gaussians", "--n", "128",
+                              "--steps", "32", "--out", str(z)])
+    assert res.exit_code == 0, res.output
+    plain = json.loads(z.with_suffix(".json").read_text())
+    assert np.load(z).shape == (128, 2) and plain["nfe"] == 64
+    assert plain["reconstruction_rmse"] < 0.1                  # Euler there and back
+    res = runner.invoke(app, ["invert", str(teacher / "cond"), "8gaussians", "--n", "128",
+                              "--steps", "32", "--gamma", "0.5", "--edit-label", "2",
+                              "--out", str(tmp_path / "g.npy")])
+    assert res.exit_code == 0, res.output
+    rf = json.loads((tmp_path / "g.json").read_text())
+    assert rf["reconstruction_rmse"] > plain["reconstruction_rmse"]   # γ trades it away
+    edited = np.load(tmp_path / "g_edit.npy")
+    # class 2 of 8gaussians is one mode: the edits gather at it, the originals do not
+    from monge.data import load_dataset
+
+    ds = load_dataset("8gaussians", n_train=2048, n_test=512, seed=0)
+    centre = ds.test[ds.test_labels == 2].mean(0).numpy()
+    originals = ds.test[:128].numpy()
+    near = lambda a: float(np.linalg.norm(a - centre, axis=1).mean())  # noqa: E731
+    assert near(edited) < 0.3 * near(originals), (near(edited), near(originals))
+    assert rf["edit_distance_rms"] > 0.5
+    one_error(runner.invoke(app, ["invert", str(teacher / "teacher"), "8gaussians",
+                                  "--edit-label", "1", "--out", str(tmp_path / "e.npy")]),
+              "--edit-label", "not class-conditional")
+    one_error(runner.invoke(app, ["invert", str(teacher / "cond"), "8gaussians", "--eta",
+                                  "0.5", "--out", str(tmp_path / "e.npy")]), "--edit-label")

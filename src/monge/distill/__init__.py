@@ -10,16 +10,20 @@
 - :mod:`monge.distill.consistency`: consistency distillation with any one-step teacher solver,
   an EMA target and pseudo-Huber loss; multistep consistency sampling (Song et al. 2023); LCM's
   guided, skipping-step variant (Luo et al. 2023).
+- :mod:`monge.distill.mdt`: MDT-dist's velocity matching and velocity distillation (Zhou et al.
+  2025).
+- :mod:`monge.distill.lora`: LoRA adapters on ``peft`` for LCM-LoRA (Luo et al. 2023).
 - :mod:`monge.distill.jvp`: forward-mode JVP with a finite-difference fallback.
 """
 
 from monge.distill.consistency import ConsistencyDistillationLoss, consistency_sample
 from monge.distill.flow_map import EndpointNetwork, FlowMap, TwoTimeMLP, flow_map_sample
 from monge.distill.jvp import jvp
+from monge.distill.mdt import MDTLoss
 from monge.distill.meanflow import MeanFlowLoss
 from monge.distill.reflow import OneStepLoss, PairSet, generate_pairs
 from monge.distill.shortcut import ShortcutLoss
 
-__all__ = ["ConsistencyDistillationLoss", "EndpointNetwork", "FlowMap", "MeanFlowLoss",
+__all__ = ["ConsistencyDistillationLoss", "EndpointNetwork", "FlowMap", "MDTLoss", "MeanFlowLoss",
            "OneStepLoss", "PairSet", "ShortcutLoss", "TwoTimeMLP",
            "consistency_sample", "flow_map_sample", "generate_pairs", "jvp"]

@@ -155,8 +155,10 @@ def _flow_map_parts(method: str, teacher: Trained, field_t: nn.Module, rank: int
                            "lora_rank": rank}, adapted
     net = EndpointNetwork(copy.deepcopy(teacher.model))
     if method == "mdt":
-        from monge.distill.mdt import MDTLoss
+        from monge.distill import MDTLoss
 
+        # VM + VD with the paper's D normalisation (c = 0.1): stable at the CLI's learning
+        # rate (without it a 400-step student diverged); benchmarks/mdt_dist.py measures both
         loss = MDTLoss(field_t, vm="discrete", vd_weight=1.0, source=source)
     else:
         loss = ConsistencyDistillationLoss(field_t, solver="heun")

@@ -11,6 +11,7 @@ from monge.metrics.digits_classifier import (
     class_histogram_entropy,
     classifier_frechet_distance,
     load_digits_classifier,
+    predict_digits,
 )
 from monge.metrics.energy import energy_distance
 from monge.metrics.frechet import feature_frechet_distance, frechet_distance
@@ -33,6 +34,7 @@ __all__ = [
     "CLASSIFIER_VERSION",
     "DigitsClassifier",
     "load_digits_classifier",
+    "predict_digits",
     "frechet_distance",
     "feature_frechet_distance",
     "classifier_frechet_distance",

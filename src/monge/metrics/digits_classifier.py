@@ -271,6 +271,14 @@ def classifier_frechet_distance(x: object, y: object,
                                     _apply(model, ys, "features"))
 
 
+def predict_digits(x: object, classifier: DigitsClassifier | None = None) -> torch.Tensor:
+    """Predicted classes ``[N]`` (int64, CPU) of 8x8 digits in ``[-1, 1]`` by the held-out
+    classifier (:func:`load_digits_classifier`): the label-accuracy metric of conditional
+    sampling, editing and steering."""
+    xs = _as_images(x, "x")
+    return _apply(_classifier_on(xs.device, classifier), xs, "forward").argmax(1).cpu()
+
+
 def class_histogram_entropy(x: object, classifier: DigitsClassifier | None = None) -> float:
     """Entropy (nats) of the histogram of predicted classes of a batch of 8x8 digits.
 
@@ -286,10 +294,8 @@ def class_histogram_entropy(x: object, classifier: DigitsClassifier | None = Non
     Returns:
         The entropy in nats, in ``[0, log 10]``.
     """
-    xs = _as_images(x, "x")
-    model = _classifier_on(xs.device, classifier)
-    labels = _apply(model, xs, "forward").argmax(1)
-    counts = torch.bincount(labels.cpu(), minlength=NUM_CLASSES).to(torch.float64)
+    labels = predict_digits(x, classifier)
+    counts = torch.bincount(labels, minlength=NUM_CLASSES).to(torch.float64)
     p = counts[counts > 0] / counts.sum()
     return max(0.0, float(-(p * p.log()).sum()))
 
@@ -298,6 +304,7 @@ __all__ = [
     "CLASSIFIER_VERSION",
     "DigitsClassifier",
     "load_digits_classifier",
+    "predict_digits",
     "classifier_frechet_distance",
     "class_histogram_entropy",
 ]
