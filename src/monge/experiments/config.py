@@ -158,7 +158,7 @@ class CompareConfig(_Strict):
     """Extra models trained with other couplings, for the report's comparison table."""
 
     couplings: list[CouplingName] = Field(
-        default_factory=lambda: ["ot", "wcfm"],
+        default_factory=lambda: ["ot"],
         description="couplings to compare with the main model's (empty: no comparison)")
     nfe: list[int] = Field(default_factory=lambda: [1, 2, 4, 100])
 
