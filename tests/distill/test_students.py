@@ -164,3 +164,28 @@ def test_bad_student_options():
         ConsistencyDistillationLoss(_v_exact, solver="euler", guidance=(3.0, 1.0))
     with pytest.raises(InputError, match="plain field"):
         ConsistencyDistillationLoss(_v_exact, solver="ddim")
+
+
+def test_consistency_training_without_a_teacher_beats_one_euler_step():
+    gmm = GaussianMixture(means=torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), stds=torch.tensor(
+        [0.3, 0.3]))
+    teacher = ModelWrapper(gmm.field(PATH), PATH, "velocity")
+
+    def batches(n, g):
+        return (torch.randn(n, 2, generator=g), gmm.sample(n, generator=g, dtype=torch.float32),
+                None)
+    loss = ConsistencyDistillationLoss(None, intervals=12, ema=0.9)
+    torch.manual_seed(0)
+    cfg = TrainerConfig(steps=1000, batch_size=256, lr=2e-3, warmup_steps=10, ema_decay=0.0,
+                        checkpoint_every=10**6, log_every=10**6, seed=0)
+    trainer = Trainer(TwoTimeMLP((2,), hidden=128, depth=3, time_dim=32), loss, batches, cfg,
+                      progress=False)
+    trainer.fit()
+    assert loss.teacher_nfe == 0
+    z = torch.randn(2000, 2, generator=torch.Generator().manual_seed(5))
+    ref = gmm.sample(2000, generator=torch.Generator().manual_seed(6), dtype=torch.float32)
+    with torch.no_grad():
+        fm = FlowMap(trainer.sampling_model.eval())
+        w1 = wasserstein2(consistency_sample(fm, z, 1).x, ref)
+        euler = wasserstein2(integrate(teacher, z.double(), Euler(), steps=1).x.float(), ref)
+    assert w1 < 0.6 * euler, (w1, euler)

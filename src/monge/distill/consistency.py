@@ -51,7 +51,9 @@ class ConsistencyDistillationLoss(nn.Module):
 
     Args:
         teacher: the teacher's velocity field v(x, t, **cond) (e.g. a ModelWrapper; a
-            guided teacher such as ClassifierFreeGuidance when ``guidance`` is set).
+            guided teacher such as ClassifierFreeGuidance when ``guidance`` is set), or None:
+            **consistency training** (Song et al. 2023, Algorithm 3): the next point is the
+            same pair's path point x_{t_{n+1}} = (1 − t_{n+1})·x0 + t_{n+1}·x1 (no teacher).
         solver: registered solver for the teacher's one step (``euler``, ``heun``, ...).
         intervals: N, the number of grid intervals on [0, 1 − δ] (uniform).
         ema: decay μ of the target network θ⁻ (updated once per call, before the loss), or
@@ -61,7 +63,7 @@ class ConsistencyDistillationLoss(nn.Module):
             teacher and the student (LCM), or None.
     """
 
-    def __init__(self, teacher: Callable[..., Tensor], solver: str = "heun",
+    def __init__(self, teacher: Callable[..., Tensor] | None, solver: str = "heun",
                  intervals: int = 18, ema: float | None = 0.95, distance: str = "huber",
                  guidance: tuple[float, float] | None = None):
         super().__init__()
@@ -114,16 +116,20 @@ class ConsistencyDistillationLoss(nn.Module):
             lo, hi = self.guidance
             u = torch.rand(b, generator=generator, device=g_dev).to(x1.device, x1.dtype)
             cond["w"] = lo + (hi - lo) * u
-        calls = getattr(self.teacher, "nfe", None)
         with torch.no_grad():
-            state, nfe = self.solver.init(self.teacher, xt,
-                                          torch.tensor([tv, tn], dtype=torch.float64), cond)
-            step = self.solver.step(self.teacher, xt, tv, tn, state, cond)
-            # network calls when the teacher counts them (a guided step costs 2), else NFE
-            after = getattr(self.teacher, "nfe", None)
-            self.teacher_nfe += (after - calls if isinstance(calls, int) and isinstance(
-                after, int) else nfe + step.nfe)
-            target = _to_end(target_net, step.x, t_next, cond)
+            if self.teacher is None:                     # consistency training
+                x_next = (1 - tn) * x0 + tn * x1
+            else:
+                calls = getattr(self.teacher, "nfe", None)
+                state, nfe = self.solver.init(self.teacher, xt,
+                                              torch.tensor([tv, tn], dtype=torch.float64), cond)
+                step = self.solver.step(self.teacher, xt, tv, tn, state, cond)
+                x_next = step.x
+                # network calls when the teacher counts them (a guided step costs 2), else NFE
+                after = getattr(self.teacher, "nfe", None)
+                self.teacher_nfe += (after - calls if isinstance(calls, int) and isinstance(
+                    after, int) else nfe + step.nfe)
+            target = _to_end(target_net, x_next, t_next, cond)
         pred = _to_end(network, xt, t, cond)
         diff = (pred - target).flatten(1)
         if self.distance == "l2":
