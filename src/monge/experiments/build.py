@@ -62,7 +62,7 @@ def model_kwargs(cfg: RunConfig, shape: tuple[int, ...]) -> tuple[str, dict[str,
     kind = cfg.model.kind
     if kind == "auto":
         kind = "unet" if len(shape) == 3 else "mlp"
-    if kind == "mlp":
+    if kind in ("mlp", "energy"):
         return kind, {"hidden": cfg.model.hidden, "depth": cfg.model.depth,
                       "time_dim": cfg.model.time_dim}
     return kind, {"base_channels": cfg.model.base_channels,

@@ -44,7 +44,9 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    kind: Literal["auto", "mlp", "unet"] = "auto"
+    kind: Literal["auto", "mlp", "unet", "energy"] = Field(
+        "auto", description="auto (unet for images, else mlp) | mlp | unet | energy (an MLP "
+        "energy whose output is −∇E: a conservative field)")
     hidden: int = Field(256, ge=4)
     depth: int = Field(3, ge=1)
     time_dim: int = Field(64, ge=2)

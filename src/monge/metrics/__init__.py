@@ -1,10 +1,28 @@
 """Sample-quality and transport metrics: exact W2, energy distance, MMD, trajectory straightness
-and kinetic energy, and a classifier-feature Fréchet distance for the 8x8 digits.
+and kinetic energy, a classifier-feature Fréchet distance for the 8x8 digits, and how
+conservative a field is (Jacobian asymmetry, loop circulation, the harmless-error test).
 
 Every function takes samples ``[n, ...]`` (flattened per sample) on any device and returns a
 Python float (or a small dataclass); nothing here trains or samples a transport model.
 """
 
+from monge.metrics.conservativeness import (
+    AsymmetryEstimate,
+    CirculationEstimate,
+    ConservativenessReport,
+    ConservativenessResult,
+    HarmlessErrorResult,
+    HarmlessErrorRow,
+    HarmlessPerturbations,
+    antisymmetric_matrix,
+    conservativeness_report,
+    field_jacobian,
+    harmless_error_test,
+    harmless_perturbations,
+    jacobian_asymmetry,
+    loop_circulation,
+    random_potential,
+)
 from monge.metrics.digits_classifier import (
     CLASSIFIER_VERSION,
     DigitsClassifier,
@@ -39,4 +57,19 @@ __all__ = [
     "feature_frechet_distance",
     "classifier_frechet_distance",
     "class_histogram_entropy",
+    "AsymmetryEstimate",
+    "CirculationEstimate",
+    "ConservativenessReport",
+    "ConservativenessResult",
+    "HarmlessErrorResult",
+    "HarmlessErrorRow",
+    "HarmlessPerturbations",
+    "antisymmetric_matrix",
+    "conservativeness_report",
+    "field_jacobian",
+    "harmless_error_test",
+    "harmless_perturbations",
+    "jacobian_asymmetry",
+    "loop_circulation",
+    "random_potential",
 ]

@@ -6,12 +6,14 @@ class used by classifier-free guidance. :func:`build_model` picks one from the d
 """
 
 from monge.models.embeddings import SinusoidalTimeEmbedding, as_batch_time, class_indices
+from monge.models.energy import EnergyMLP
 from monge.models.factory import MODEL_KINDS, build_model, count_parameters
 from monge.models.mlp import ACTIVATIONS, MLP
 from monge.models.unet import UNet
 
 __all__ = [
     "ACTIVATIONS",
+    "EnergyMLP",
     "MLP",
     "MODEL_KINDS",
     "SinusoidalTimeEmbedding",

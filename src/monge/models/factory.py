@@ -8,12 +8,13 @@ import math
 from torch import nn
 
 from monge.errors import ConfigError
+from monge.models.energy import EnergyMLP
 from monge.models.mlp import MLP
 from monge.models.unet import UNet
 
 __all__ = ["MODEL_KINDS", "build_model", "count_parameters"]
 
-MODEL_KINDS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet}
+MODEL_KINDS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet, "energy": EnergyMLP}
 """Model name -> class."""
 
 
@@ -25,7 +26,8 @@ def build_model(kind: str, shape: tuple[int, ...], num_classes: int | None = Non
     images ``(C, H, W)`` with ``H`` and ``W`` divisible by ``2 ** (len(channel_mults) - 1)``.
 
     Args:
-        kind: ``"mlp"`` or ``"unet"``.
+        kind: ``"mlp"``, ``"unet"`` or ``"energy"`` (an MLP energy whose output is −∇ₓE, a
+            conservative field; "What does a trained score learn", wgf-score).
         shape: per-sample data shape, e.g. ``(2,)`` or ``(1, 8, 8)``.
         num_classes: number of classes for conditioning, or ``None``.
         **kwargs: further constructor arguments of :class:`MLP` or :class:`UNet`.
@@ -57,8 +59,8 @@ def build_model(kind: str, shape: tuple[int, ...], num_classes: int | None = Non
     if unknown:
         raise ConfigError(f"{kind} model: unknown option(s) {', '.join(unknown)}; valid options "
                           f"are {', '.join(sorted(allowed))}")
-    if kind == "mlp":
-        return MLP(math.prod(shape), num_classes=num_classes, **kwargs)
+    if kind in ("mlp", "energy"):
+        return cls(math.prod(shape), num_classes=num_classes, **kwargs)
     if len(shape) != 3:
         raise ConfigError(f"unet model: needs image data of shape (C, H, W), got {shape}; use "
                           "the mlp model for vector data")
