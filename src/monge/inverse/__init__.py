@@ -24,3 +24,28 @@ from monge.inverse.operators import (
 __all__ = ["AvgPool", "FullCovarianceMixture", "GaussianBlur", "GaussianMixturePosterior",
            "LinearOperator", "Mask", "Projection", "box_mask", "check_sigma_y", "gmm_posterior",
            "observe", "random_mask", "random_projection"]
+
+from monge.inverse.flair import FLAIR, FlairCalibration, flair_calibration  # noqa: E402
+from monge.inverse.posterior import (  # noqa: E402
+    DPS,
+    POSTERIOR_METHODS,
+    DFlow,
+    FlowChef,
+    InverseProblem,
+    LikelihoodGuidance,
+    PiGDM,
+    PosteriorContext,
+    PosteriorMethod,
+    PosteriorResult,
+    Replace,
+    StepCorrection,
+    make_posterior_method,
+    posterior_sample,
+    score_to_velocity_coefficient,
+)
+
+__all__ += ["DPS", "FLAIR", "POSTERIOR_METHODS", "DFlow", "FlairCalibration", "FlowChef",
+            "InverseProblem", "LikelihoodGuidance", "PiGDM", "PosteriorContext",
+            "PosteriorMethod", "PosteriorResult", "Replace", "StepCorrection",
+            "flair_calibration", "make_posterior_method", "posterior_sample",
+            "score_to_velocity_coefficient"]
