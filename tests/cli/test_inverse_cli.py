@@ -64,3 +64,34 @@ def test_diagnose_tells_an_energy_model_from_an_mlp(teacher, tmp_path):
         assert min(r["asymmetry"] for r in got["teacher"][field]) > 1e-4
     one_error(runner.invoke(app, ["diagnose", str(teacher / "teacher"), "--times", "0,2",
                                   "--out", str(tmp_path / "x")]), "--times")
+
+
+def test_steer_samples_fit_the_observation_and_bad_input_is_one_line(teacher, tmp_path):
+    np.save(tmp_path / "mask.npy", np.array([1.0, 0.0]))
+    y = np.array([[1.5, 0.0], [-1.0, 0.0], [0.5, 0.0]])
+    np.save(tmp_path / "y.npy", y)
+    for method in ("flowchef", "dps", "replace"):
+        out = tmp_path / f"{method}.npy"
+        res = runner.invoke(app, ["steer", str(teacher / "teacher"), "--task", "inpaint",
+                                  "--mask", str(tmp_path / "mask.npy"), "--observation",
+                                  str(tmp_path / "y.npy"), "--method", method, "--out",
+                                  str(out)])
+        assert res.exit_code == 0, res.output
+        x = np.load(out)
+        assert x.shape == (3, 2)
+        assert np.abs(x[:, 0] - y[:, 0]).max() < 0.2, (method, x)   # the observed coordinate
+        rec = json.loads(out.with_suffix(".json").read_text())
+        assert rec["nfe"] == 50 and rec["consistency"] < 3 * rec["consistency_expected"]
+    np.save(tmp_path / "bad.npy", np.array([[1.0, 0.0, 2.0]]))
+    np.save(tmp_path / "nan.npy", np.array([[np.nan, 0.0]]))
+    np.save(tmp_path / "m3.npy", np.array([1.0, 0.0, 1.0]))
+    base = ["steer", str(teacher / "teacher"), "--task", "inpaint", "--out",
+            str(tmp_path / "o.npy")]
+    m = ["--mask", str(tmp_path / "mask.npy")]
+    for args, needle in (([*m, "--observation", str(tmp_path / "bad.npy")], "--observation"),
+                         ([*m, "--observation", str(tmp_path / "nan.npy")], "NaN"),
+                         (["--mask", str(tmp_path / "m3.npy"), "--observation",
+                           str(tmp_path / "y.npy")], "--mask"),
+                         ([*m, "--noise", "-0.1"], "--noise"),
+                         ([*m, "--method", "magic"], "--method")):
+        one_error(runner.invoke(app, base + args), needle)

@@ -18,7 +18,7 @@ from monge.cli.classifier_cmd import train_classifier_command
 from monge.cli.distill_cmd import distill_command
 from monge.cli.dynamics_cmd import dynamics_app
 from monge.cli.errors import OneLineUsageErrors, friendly_errors
-from monge.cli.inverse_cmd import diagnose_command, invert_command
+from monge.cli.inverse_cmd import diagnose_command, invert_command, steer_command
 from monge.cli.likelihood_cmd import likelihood_command
 from monge.cli.ot_cmd import ot_command
 from monge.cli.pde_cmd import pde_app
@@ -329,6 +329,7 @@ app.command("train-classifier")(friendly_errors(train_classifier_command))
 app.command("distill")(friendly_errors(distill_command))
 app.command("invert")(friendly_errors(invert_command))
 app.command("diagnose")(friendly_errors(diagnose_command))
+app.command("steer")(friendly_errors(steer_command))
 app.add_typer(pde_app, name="pde")
 app.add_typer(dynamics_app, name="dynamics")
 

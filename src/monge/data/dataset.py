@@ -34,7 +34,9 @@ from monge.errors import DataError, InputError
 
 __all__ = ["DATASET_NAMES", "Dataset", "load_dataset"]
 
-DATASET_NAMES: tuple[str, ...] = (*TOY_DATASETS, "digits")
+PROCEDURAL_NAMES: tuple[str, ...] = ("shapes16", "sprites16", "scenes16")
+"""Procedural image sets rendered exactly from known factors (:mod:`monge.data.procedural`)."""
+DATASET_NAMES: tuple[str, ...] = (*TOY_DATASETS, "digits", *PROCEDURAL_NAMES)
 """Built-in data set names accepted by :func:`load_dataset`."""
 
 
@@ -119,6 +121,13 @@ def load_dataset(spec: str | Path, *, n_train: int = 20000, n_test: int = 2000, 
     if shape is not None:
         shape = _check_shape(shape)
 
+    if name in PROCEDURAL_NAMES:
+        from monge.data.procedural import load_procedural  # lazy: it subclasses Dataset
+
+        ds = load_procedural(name, n_train=n_train, n_test=n_test, seed=seed)
+        if shape is not None:
+            ds.train, ds.test = _reshape(ds.train, shape, name), _reshape(ds.test, shape, name)
+        return ds
     if name in TOY_DATASETS:
         generator = torch.Generator().manual_seed(int(seed))
         if name == "gaussian":
