@@ -95,3 +95,24 @@ def test_steer_samples_fit_the_observation_and_bad_input_is_one_line(teacher, tm
                          ([*m, "--noise", "-0.1"], "--noise"),
                          ([*m, "--method", "magic"], "--method")):
         one_error(runner.invoke(app, base + args), needle)
+
+
+def test_steer_classify_moves_samples_to_the_class(teacher, tmp_path):
+    clf = tmp_path / "clf.safetensors"
+    res = runner.invoke(app, ["train-classifier", str(teacher / "teacher"), "--steps", "200",
+                              "--out", str(clf)])
+    assert res.exit_code == 0, res.output
+    acc = {}
+    for zeta in ("0", "0.05"):
+        out = tmp_path / f"c{zeta}.npy"
+        res = runner.invoke(app, ["steer", str(teacher / "teacher"), "--task", "classify",
+                                  "--label", "3", "--classifier", str(clf), "--n", "64",
+                                  "--step-size", zeta, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        acc[zeta] = json.loads(out.with_suffix(".json").read_text())["accuracy"]
+    assert acc["0"] < 0.4 and acc["0.05"] > 0.9, acc      # 1 in 8 classes → the class
+    one_error(runner.invoke(app, ["steer", str(teacher / "teacher"), "--task", "classify",
+                                  "--out", str(tmp_path / "x.npy")]), "--label")
+    one_error(runner.invoke(app, ["steer", str(teacher / "teacher"), "--task", "classify",
+                                  "--label", "1", "--out", str(tmp_path / "x.npy")]),
+              "--classifier")
