@@ -85,7 +85,7 @@ def invert_command(
         raise InputError("--eta/--transport: they steer an edit; give --edit-label too")
     pull = TransportPull(strength=transport) if transport > 0 else None
     ds = load_dataset(data, n_train=cfg.data.n_train, n_test=cfg.data.n_test, seed=cfg.seed,
-                      test_fraction=cfg.data.test_fraction, shape=trained.shape)
+                      test_fraction=cfg.data.test_fraction, shape=trained.data_shape)
     held_out = data == cfg.target
     x = (ds.test if held_out else torch.cat([ds.train, ds.test]))[:n]
     labels = ds.test_labels if held_out else (
@@ -123,7 +123,7 @@ def invert_command(
         record.update(edit_label=edit_label, eta=eta, stop=stop, transport=transport,
                       edit_distance_rms=dist)
         line = f"edited to class {edit_label}: RMS distance to the original {dist:.4g}"
-        if trained.shape == (1, 8, 8) and cfg.target == "digits":
+        if trained.data_shape == (1, 8, 8) and cfg.target == "digits":
             from monge.metrics import predict_digits
 
             acc = float((predict_digits(xe) == edit_label).float().mean())
@@ -347,6 +347,9 @@ def steer_command(
     trained = load_trained(checkpoint, dev)
     if trained.flow_map is not None:
         raise InputError("steer: a flow-map student has no velocity field; use its teacher")
+    if trained.is_latent:
+        raise InputError("steer: this is a latent model; A∘decode is not linear, so the linear "
+                         "posterior samplers do not apply (the classify task does)")
     shape = trained.shape
     op = _operator(task, shape, mask, matrix, factor, blur)
     truth = None
@@ -438,7 +441,7 @@ def _classify(checkpoint: Path, method: str, label: int | None, classifier: Path
     trained = load_trained(checkpoint, dev)
     if trained.flow_map is not None:
         raise InputError("steer: a flow-map student has no velocity field; use its teacher")
-    digits = trained.shape == (1, 8, 8) and trained.cfg.target == "digits"
+    digits = trained.data_shape == (1, 8, 8) and trained.cfg.target == "digits"
     if classifier is not None:
         from monge.guidance import load_classifier
 

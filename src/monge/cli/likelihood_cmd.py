@@ -64,6 +64,9 @@ def likelihood_command(
     dev = resolve_device(device)
     trained = load_trained(checkpoint, dev)
     cfg = trained.cfg
+    if trained.is_latent:
+        raise InputError("likelihood: this is a latent model; its ODE gives the density of the "
+                         "autoencoder's latents, not of the images")
     if cfg.source != "gaussian":
         raise InputError(f"likelihood: this model transports {cfg.source!r}, whose density is "
                          "unknown; the likelihood needs a model trained from source: gaussian")

@@ -278,7 +278,8 @@ def eval_(
         x0 = src.test[:m] if src.test.shape[0] >= m else src.sample(m, g)[0]
         x0 = trained.maps.encode_source(x0)
     cond = ({"y": tgt.test_labels[:m].to(dev)} if trained.num_classes is not None else None)
-    frechet = cfg.eval.frechet if cfg.eval.frechet is not None else trained.shape == (1, 8, 8)
+    frechet = (cfg.eval.frechet if cfg.eval.frechet is not None
+               else trained.data_shape == (1, 8, 8))
     if trained.flow_map is not None:
         records = _evaluate_student(trained, x0.to(dev), tgt.test[:m], solver, nfe, frechet)
     else:

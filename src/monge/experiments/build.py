@@ -16,6 +16,17 @@ from monge.experiments.methods import Method, build_method
 from monge.models import build_model
 
 
+def _batched(fn: Any, x: Tensor, size: int = 1024) -> Tensor:
+    """fn over chunks of rows, without gradients, on fn's device, back on x's device (in one
+    differentiable call when x requires grad, e.g. a steering loss through the decoder)."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return fn(x.to(torch.float32)).to(x.dtype)
+    dev = next(fn.__self__.parameters()).device
+    with torch.no_grad():
+        return torch.cat([fn(x[i:i + size].to(dev, torch.float32)).to(x.device, x.dtype)
+                          for i in range(0, x.shape[0], size)]) if x.shape[0] else x
+
+
 @dataclass
 class DataMaps:
     """Data units ↔ model units: the standardisation of each side (``data.normalize``) and the
@@ -24,16 +35,22 @@ class DataMaps:
     source: AffineMap
     target: AffineMap
     data_scale: float = 1.0
+    latent: Any = None
+    """An autoencoder (:class:`monge.latent.Autoencoder`) between the target images and the
+    latents the model transports, or None."""
 
     def encode_source(self, x: Tensor) -> Tensor:
         return self.source.encode(x)
 
     def encode_target(self, x: Tensor) -> Tensor:
+        if self.latent is not None:
+            x = _batched(self.latent.encode, x)
         return self.target.encode(x) * self.data_scale
 
     def decode(self, z: Tensor) -> Tensor:
-        """Generated samples (model units) → target data units."""
-        return self.target.decode(z / self.data_scale)
+        """Generated samples (model units) → target data units (images for a latent model)."""
+        x = self.target.decode(z / self.data_scale)
+        return _batched(self.latent.decode, x) if self.latent is not None else x
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source.to_json(), "target": self.target.to_json()}
@@ -56,6 +73,8 @@ class Components:
     loss: nn.Module
     num_classes: int | None
     maps: DataMaps
+    model_shape: tuple[int, ...] = ()
+    """The per-sample shape the model transports (the latent shape of a latent model)."""
 
 
 def model_kwargs(cfg: RunConfig, shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
@@ -76,14 +95,24 @@ def _coupling(cfg: RunConfig):
         raise ConfigError(f"coupling_options: {exc}") from None
 
 
-def build_components(cfg: RunConfig, device: str | torch.device = "cpu") -> Components:
-    """Load the data sets and build model, path, coupling and loss from ``cfg``."""
+def build_components(cfg: RunConfig, device: str | torch.device = "cpu",
+                     autoencoder: Any = None) -> Components:
+    """Load the data sets and build model, path, coupling and loss from ``cfg`` (with
+    ``autoencoder``, a latent model: the flow lives on its latents)."""
     target = load_dataset(cfg.target, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
                           seed=cfg.seed, test_fraction=cfg.data.test_fraction)
+    model_shape = target.shape
+    latents = None
+    if autoencoder is not None:
+        from monge.latent import check_images
+
+        check_images(autoencoder, target.train[:1], f"target {cfg.target!r}")
+        model_shape = tuple(autoencoder.latent_shape)
+        latents = _batched(autoencoder.encode, target.train)
     source = load_dataset(cfg.source, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
                           seed=cfg.seed + 1, test_fraction=cfg.data.test_fraction,
-                          shape=target.shape if cfg.source == "gaussian" else None)
-    if source.shape != target.shape:
+                          shape=model_shape if cfg.source == "gaussian" else None)
+    if source.shape != model_shape:
         raise ConfigError(f"source {cfg.source!r} has samples of shape {source.shape} but target "
                           f"{cfg.target!r} has {target.shape}")
     num_classes = None
@@ -92,16 +121,18 @@ def build_components(cfg: RunConfig, device: str | torch.device = "cpu") -> Comp
             raise ConfigError(f"model.conditional: target {cfg.target!r} has no labels")
         num_classes = target.num_classes
     mode = cfg.data.normalize
-    target_map = standardizer(target.train, mode, builtin=cfg.target in DATASET_NAMES)
+    target_map = (standardizer(target.train, mode, builtin=cfg.target in DATASET_NAMES)
+                  if latents is None else standardizer(latents, "standard", builtin=True))
     source_map = standardizer(source.train, mode, builtin=cfg.source in DATASET_NAMES)
     torch.manual_seed(cfg.seed)
     # data-dependent paths (kinetic-optimal) are estimated on the standardised target
-    scaled = Dataset(target.name, target_map.encode(target.train), target.test,
+    scaled = Dataset(target.name, target_map.encode(target.train if latents is None
+                                                    else latents), target.test,
                      target.train_labels, target.test_labels, target.num_classes)
     method = build_method(cfg, scaled)
-    kind, kwargs = model_kwargs(cfg, target.shape)
+    kind, kwargs = model_kwargs(cfg, model_shape)
     try:
-        net = build_model(kind, target.shape, num_classes=num_classes, **kwargs)
+        net = build_model(kind, model_shape, num_classes=num_classes, **kwargs)
     except (RuntimeError, MemoryError) as exc:  # e.g. model.hidden: 10000000
         if "alloc" not in str(exc).lower() and not isinstance(exc, MemoryError):
             raise
@@ -109,8 +140,8 @@ def build_components(cfg: RunConfig, device: str | torch.device = "cpu") -> Comp
                           f"({str(exc).splitlines()[0][-120:]}); use a smaller model") from None
     model = method.wrap_model(net).to(device)
     loss = method.loss(cfg, _coupling(cfg), num_classes)
-    maps = DataMaps(source_map, target_map, method.data_scale)
-    return Components(source, target, method, model, loss, num_classes, maps)
+    maps = DataMaps(source_map, target_map, method.data_scale, autoencoder)
+    return Components(source, target, method, model, loss, num_classes, maps, model_shape)
 
 
 def batch_sampler(comp: Components, device: torch.device | str):

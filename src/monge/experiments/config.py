@@ -204,6 +204,27 @@ class DistillConfig(_Strict):
         return value
 
 
+class LatentConfig(_Strict):
+    """Latent transport: an autoencoder maps the target images to latents, the flow is trained
+    between the source and the latents, and every sample is decoded before it is measured."""
+
+    enabled: bool = Field(False, description="train the flow in an autoencoder's latent space")
+    autoencoder: str | None = Field(None, description="an autoencoder file (monge.latent); "
+                                    "none: one is trained and saved as autoencoder.safetensors")
+    steps: int = Field(2000, ge=1, description="autoencoder training steps")
+    latent_channels: int = Field(4, ge=1)
+    downsample: Literal[1, 2, 4, 8] = 2
+    width: int = Field(32, ge=4)
+    variational: bool = False
+    kl_weight: float = Field(1e-3, ge=0)
+
+    @model_validator(mode="after")
+    def _given(self) -> LatentConfig:
+        if self.autoencoder is not None and not self.enabled:
+            raise ValueError("latent.autoencoder is set but latent.enabled is false")
+        return self
+
+
 class RunConfig(_Strict):
     """Everything ``monge run`` needs. Defaults are the built-in main job."""
 
@@ -221,6 +242,7 @@ class RunConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    latent: LatentConfig = Field(default_factory=LatentConfig)
 
     @field_validator("out")
     @classmethod
@@ -252,6 +274,8 @@ class RunConfig(_Strict):
                              "train.prediction: velocity")
         if self.train.cond_dropout > 0 and not self.model.conditional:
             raise ValueError("train.cond_dropout needs model.conditional: true")
+        if self.latent.enabled and self.source != "gaussian":
+            raise ValueError("latent.enabled: a latent flow starts from source: gaussian")
         return self
 
 

@@ -264,6 +264,12 @@ def save_student(student: Student, teacher: Trained, checkpoint: str | Path,
 
     _, state = load_checkpoint(checkpoint)
     state = {k: v for k, v in state.items() if k not in ("optimizer",)}
+    latent = state.get("latent")
+    if isinstance(latent, dict) and latent.get("autoencoder"):   # keep the teacher's AE file
+        folder = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+        file = Path(latent["autoencoder"])
+        state["latent"] = {**latent, "autoencoder": str(
+            file if file.is_absolute() else (folder / file).resolve())}
     previous = state.get("distill", [])
     state["distill"] = [*previous, {"method": student.method, "label": student.label,
                                     "pairs": student.extra["pairs"],

@@ -47,6 +47,17 @@ class Trained:
     """What evaluation records call this model: ``teacher`` or the last distillation step's
     label (``reflow-2``, ``onestep``, ``meanflow``, ...)."""
 
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """The shape of one data sample (an image for a latent model, else :attr:`shape`)."""
+        ae = self.maps.latent
+        return tuple(ae.image_shape) if ae is not None else self.shape
+
+    @property
+    def is_latent(self) -> bool:
+        """True for a latent model (the flow transports an autoencoder's latents)."""
+        return self.maps.latent is not None
+
     def guided(self, weight: float, interval: tuple[float, float] = (0.0, 1.0)) -> nn.Module:
         """The velocity field under classifier-free guidance of weight w (1 = conditional)."""
         from monge.guidance import ClassifierFreeGuidance
@@ -221,6 +232,14 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
                         ) from None
     model.to(device).eval()
     maps = DataMaps.from_json(state.get("data_maps"), method.data_scale)
+    latent = state.get("latent")
+    if isinstance(latent, dict) and latent.get("autoencoder"):
+        from monge.latent import load_autoencoder
+
+        file = Path(latent["autoencoder"])
+        folder = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+        maps.latent = load_autoencoder(file if file.is_absolute() else folder / file,
+                                       device).eval()
     trained = Trained(cfg, model, method.velocity_field(model), method, shape,
                       state.get("num_classes"), maps, state.get("data_fingerprint"))
     steps = state.get("distill")

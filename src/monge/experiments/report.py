@@ -25,6 +25,19 @@ def _comparison_section(metrics: dict[str, Any]) -> list[str]:
             "includes one-off start-up costs (imports, first optimiser step).", ""]
 
 
+def _latent_lines(metrics: dict[str, Any]) -> list[str]:
+    lat = metrics.get("latent")
+    if not lat:
+        return []
+    fl = lat["reconstruction_floor"]
+    fd = f", Fréchet {fl['frechet']:.3f}" if "frechet" in fl else ""
+    return [f"- latent flow on {'×'.join(map(str, lat['latent_shape']))} autoencoder latents "
+            f"(`{lat['autoencoder']}`): held-out reconstruction PSNR "
+            f"{lat['reconstruction_psnr']:.2f} dB (MSE {lat['reconstruction_mse']:.4g} vs "
+            f"{lat['mean_image_mse']:.4g} for the mean image); the decoder's floor, its "
+            f"reconstructions measured like samples: W2 {fl['w2']:.4f}{fd}"]
+
+
 def _student_section(metrics: dict[str, Any]) -> list[str]:
     rows = metrics.get("students")
     if not rows:
@@ -128,6 +141,7 @@ def render_report(cfg: RunConfig, metrics: dict[str, Any]) -> str:
         f"- evaluation: {metrics['n_eval']} generated samples vs {metrics['n_eval']} held-out "
         "target samples (exact W2 by network simplex)",
         floor + " (two independent held-out samples of the same size)",
+        *_latent_lines(metrics),
         "",
         "## Quality vs NFE",
         "",

@@ -28,6 +28,7 @@ from monge.experiments import plots
 from monge.experiments.build import Components, batch_sampler, build_components
 from monge.experiments.config import RunConfig, SolverSpec
 from monge.experiments.evaluate import eval_set, evaluate, path_statistics, solver_sweep
+from monge.experiments.latent import prepare_autoencoder
 from monge.experiments.load import check_resumable, data_fingerprint
 from monge.experiments.report import render_report
 from monge.metrics import (
@@ -43,11 +44,12 @@ from monge.train.checkpoint import refresh_json_copy
 
 
 def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool,
-           device: str | torch.device) -> tuple[Components, Trainer, Any]:
+           device: str | torch.device, latent: tuple[Any, str | None] = (None, None)
+           ) -> tuple[Components, Trainer, Any]:
     """Build the components of ``cfg`` and train them, checkpointing into ``out`` (data-parallel
-    over the processes of a torchrun launch)."""
+    over the processes of a torchrun launch); ``latent`` = (autoencoder, its stored file)."""
     info = distributed.current()
-    comp = build_components(cfg, device)
+    comp = build_components(cfg, device, autoencoder=latent[0])
     eval_set(cfg, comp, device)  # too few held-out rows is an error now, not after training
     tc = cfg.train
     trainer_cfg = TrainerConfig(
@@ -56,10 +58,13 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool,
         ema_decay=tc.ema_decay, checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
         seed=cfg.seed)
     metadata = {"monge_version": monge.__version__, "run_config": cfg.model_dump(mode="json"),
-                "shape": list(comp.target.shape), "num_classes": comp.num_classes,
+                "shape": list(comp.model_shape), "num_classes": comp.num_classes,
                 "path_state": comp.method.path.export_state(),
                 "data_fingerprint": data_fingerprint(comp.target),
                 "data_maps": comp.maps.to_json()}
+    if latent[0] is not None:
+        metadata["latent"] = {"autoencoder": latent[1],
+                              "data_shape": list(comp.target.shape)}
     trainer = Trainer(distributed.wrap(comp.model, info), comp.loss,
                       batch_sampler(comp, device), trainer_cfg, out_dir=out, metadata=metadata,
                       progress=progress and info.is_main, device=device)
@@ -69,6 +74,23 @@ def _train(cfg: RunConfig, out: Path, *, resume: bool, progress: bool,
               f"{cfg.coupling}, {tc.steps} steps"
               + (f" × {info.world_size} processes" if info.enabled else "") + f", output {out}")
     return comp, trainer, trainer.fit(resume=resume)
+
+
+def _latent_floor(latent: tuple[Any, str | None], comp: Components, ev: Any,
+                  frechet: bool) -> dict[str, Any]:
+    """The autoencoder's floor: held-out reconstructions measured like generated samples (no
+    latent flow can beat its decoder's reconstructions)."""
+    from monge.experiments.evaluate import measure
+    from monge.latent import reconstruction_score
+
+    ae, file = latent
+    score = reconstruction_score(ae, comp.target.test)
+    with torch.no_grad():
+        recon = comp.maps.latent.decode(ae.encode(ev.ref_a.to(next(ae.parameters()).device)))
+    floor = measure(recon.float().cpu(), ev.ref_b, frechet)
+    return {"autoencoder": file, "latent_shape": list(comp.model_shape),
+            "reconstruction_psnr": score.psnr, "reconstruction_mse": score.mse,
+            "mean_image_mse": score.baseline_mse, "reconstruction_floor": floor}
 
 
 def _distill_students(cfg: RunConfig, out: Path, x_init: torch.Tensor, ev: Any,
@@ -122,7 +144,8 @@ def _distill_students(cfg: RunConfig, out: Path, x_init: torch.Tensor, ev: Any,
 
 
 def _compare_couplings(cfg: RunConfig, main_row: dict[str, Any], out: Path, *, resume: bool,
-                       progress: bool, device) -> list[dict[str, Any]]:
+                       progress: bool, device, latent: tuple[Any, str | None] = (None, None)
+                       ) -> list[dict[str, Any]]:
     """Train one model per coupling in ``cfg.compare`` and tabulate few-step W2 and straightness."""
     rows = [main_row]
     for name in cfg.compare.couplings:
@@ -132,8 +155,11 @@ def _compare_couplings(cfg: RunConfig, main_row: dict[str, Any], out: Path, *, r
                                      "out": str(out / "compare" / name)})
         if progress:
             print(f"coupling comparison: training with coupling {name!r}")
+        ae, file = latent       # the same autoencoder for every coupling (a fair comparison)
+        stored = file if file is None or Path(file).is_absolute() else str(
+            (out / file).resolve())
         comp, trainer, result = _train(sub, Path(sub.out), resume=resume, progress=progress,
-                                       device=device)
+                                       device=device, latent=(ae, stored))
         ev = eval_set(sub, comp, device)
         decode = comp.maps.decode
         field = comp.method.velocity_field(trainer.sampling_model.eval())
@@ -195,7 +221,10 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
     if resume and (out / CHECKPOINT_NAME).exists() and info.is_main:
         refresh_json_copy(out / CHECKPOINT_NAME)
     t_start = time.perf_counter()
-    comp, trainer, result = _train(cfg, out, resume=resume, progress=progress, device=device)
+    latent = prepare_autoencoder(cfg, out, resume=resume, progress=progress and info.is_main,
+                                 device=device)
+    comp, trainer, result = _train(cfg, out, resume=resume, progress=progress, device=device,
+                                   latent=latent)
     tc = cfg.train
     if not info.is_main:
         return {}
@@ -257,7 +286,10 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False, progress: bool = Tru
         main_row = _comparison_row(cfg.coupling, main_records, path_stats, result.seconds,
                                    result.steps)
         metrics["coupling_comparison"] = _compare_couplings(cfg, main_row, out, resume=resume,
-                                                            progress=progress, device=device)
+                                                            progress=progress, device=device,
+                                                            latent=latent)
+    if latent[0] is not None:
+        metrics["latent"] = _latent_floor(latent, comp, ev, frechet)
     students = _distill_students(cfg, out, x_init, ev, frechet, decode, progress, device)
     if students:
         metrics["evaluations"] = evaluations = evaluations + students["records"]
