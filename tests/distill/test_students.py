@@ -189,3 +189,21 @@ def test_consistency_training_without_a_teacher_beats_one_euler_step():
         w1 = wasserstein2(consistency_sample(fm, z, 1).x, ref)
         euler = wasserstein2(integrate(teacher, z.double(), Euler(), steps=1).x.float(), ref)
     assert w1 < 0.6 * euler, (w1, euler)
+
+
+def test_meanflow_passes_labels_and_the_guidance_embedding_resolves_w():
+    from monge.distill import MeanFlowLoss
+    from monge.models.embeddings import GuidanceEmbedding
+
+    seen = {}
+
+    def teacher(x, t, y=None):
+        seen["teacher"] = y
+        return torch.zeros_like(x)
+    net = TwoTimeMLP((2,), hidden=16, depth=1, time_dim=8, num_classes=3)
+    y = torch.tensor([0, 1, 2, 1])
+    loss = MeanFlowLoss(teacher=teacher)(net, torch.randn(4, 2), torch.randn(4, 2), y, None)
+    assert torch.equal(seen["teacher"], y) and loss.loss.requires_grad
+    emb = GuidanceEmbedding(32)
+    a, b = (emb.sinusoid(torch.full((1,), w) / 10.0) for w in (1.0, 3.0))
+    assert float((a - b).norm() / a.norm()) > 0.5        # w = 1 and w = 3 look different

@@ -44,10 +44,12 @@ class MeanFlowLoss(nn.Module):
             raise InputError(f"flow_fraction: must lie in [0, 1], got {flow_fraction}")
         self.teacher, self.flow_fraction, self.jvp_method = teacher, flow_fraction, jvp_method
 
-    def target(self, network: nn.Module, x: Tensor, t: Tensor, s: Tensor, v: Tensor) -> Tensor:
-        """The stop-gradient MeanFlow target v + (s − t)·du/dt at (x, t, s)."""
+    def target(self, network: nn.Module, x: Tensor, t: Tensor, s: Tensor, v: Tensor,
+               **cond: Tensor) -> Tensor:
+        """The stop-gradient MeanFlow target v + (s − t)·du/dt at (x, t, s); ``cond`` (e.g.
+        ``y``) is passed to the network."""
         def u(xx, tt, ss):
-            return network(xx, tt, ss)
+            return network(xx, tt, ss, **cond)
         _, du = jvp(u, (x, t, s), (v, torch.ones_like(t), torch.zeros_like(s)),
                     method=self.jvp_method)
         d = (s - t).reshape(-1, *[1] * (x.ndim - 1))
@@ -65,12 +67,13 @@ class MeanFlowLoss(nn.Module):
         s = torch.where(same, t, s)
         tb = t.reshape(-1, *[1] * (x1.ndim - 1))
         xt = (1 - tb) * x0 + tb * x1
+        cond = {} if y1 is None else {"y": y1}
         if self.teacher is None:
             v = x1 - x0
         else:
             with torch.no_grad():
-                v = self.teacher(xt, t)
-        tgt = self.target(network, xt, t, s, v)
-        pred = network(xt, t, s)
+                v = self.teacher(xt, t, **cond)
+        tgt = self.target(network, xt, t, s, v, **cond)
+        pred = network(xt, t, s, **cond)
         per = ((pred - tgt) ** 2).flatten(1).mean(1)
         return LossOutput(loss=per.mean(), per_example=per.detach(), t=t)

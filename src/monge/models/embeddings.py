@@ -124,8 +124,10 @@ class GuidanceEmbedding(nn.Module):
 
     Luo et al. (2023), "Latent Consistency Models" (LCM): a student distilled from a guided
     teacher takes the guidance weight as an input, through a Fourier embedding added to the
-    time embedding. Here a sinusoidal embedding of w/10 (periods up to 2π·10, so w ∈ [0, 20]
-    is resolved), then Linear → SiLU → Linear with the **last layer zero-initialised**: a model
+    time embedding. Here the time embedding's sinusoids of w/10 (scale 1000, as diffusers
+    embeds LCM's w·1000: frequencies from 100 rad per unit of w down to 0.01, so w ∈ [0, 20] is
+    resolved at every scale), then Linear → SiLU → Linear with the **last layer
+    zero-initialised**: a model
     that gains this embedding computes exactly what it did before until it is trained. Cost
     O(B·dim²).
 
@@ -135,7 +137,7 @@ class GuidanceEmbedding(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.sinusoid = SinusoidalTimeEmbedding(dim, max_period=100.0, scale=1.0)
+        self.sinusoid = SinusoidalTimeEmbedding(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         nn.init.zeros_(self.mlp[2].weight)
         nn.init.zeros_(self.mlp[2].bias)
