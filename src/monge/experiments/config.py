@@ -89,6 +89,8 @@ class TrainConfig(_Strict):
     cond_dropout: float = Field(0.0, ge=0, lt=1)
     local_reg: float = Field(0.0, ge=0, description="λ of the local regulariser (Pal et al. "
                              "2023): lowers the adaptive solver's NFE at inference; 0 = off")
+    smooth_reg: float = Field(0.0, ge=0, description="λ of Smooth Diffusion's step-wise "
+                              "variation penalty (Guo et al. 2024); 0 = off")
     local_reg_start: Literal["interpolant", "ode"] = Field(
         "interpolant", description="where its one dopri5 step starts: on the path, or on the "
                                    "model's own ODE solution")

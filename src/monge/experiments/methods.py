@@ -50,7 +50,8 @@ class Method:
         return make_loss(self.path, prediction=self.prediction, weighting=tc.weighting,
                          time_sampler=tc.time_sampler, coupling=coupling,
                          cond_dropout=tc.cond_dropout, num_classes=num_classes,
-                         local_reg=tc.local_reg, local_reg_start=tc.local_reg_start)
+                         local_reg=tc.local_reg, local_reg_start=tc.local_reg_start,
+                         smooth_reg=tc.smooth_reg)
 
     def velocity_field(self, model: nn.Module) -> ModelWrapper:
         """The model wrapper the solvers integrate (velocity from ``forward``)."""

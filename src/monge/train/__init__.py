@@ -5,6 +5,7 @@ from monge.train.checkpoint import atomic_write_bytes, load_checkpoint, save_che
 from monge.train.local_reg import LocallyRegularizedLoss, LocalRegStep, local_error
 from monge.train.losses import WEIGHTINGS, FlowMatchingLoss, LossOutput
 from monge.train.objectives import LOSSES, make_loss
+from monge.train.smooth_reg import SmoothnessRegularizedLoss
 from monge.train.time_samplers import (
     LogitNormalTime,
     TimeSampler,
@@ -15,6 +16,7 @@ from monge.train.trainer import CHECKPOINT_NAME, LOG_NAME, Trainer, TrainerConfi
 
 __all__ = ["CHECKPOINT_NAME", "LOG_NAME", "LOSSES", "WEIGHTINGS", "FlowMatchingLoss",
            "LocalRegStep", "LocallyRegularizedLoss", "LogitNormalTime", "LossOutput",
-           "TimeSampler", "TrainResult", "Trainer", "TrainerConfig", "UniformTime",
+           "SmoothnessRegularizedLoss", "TimeSampler", "TrainResult", "Trainer",
+           "TrainerConfig", "UniformTime",
            "atomic_write_bytes", "distributed", "load_checkpoint", "local_error", "make_loss",
            "make_time_sampler", "save_checkpoint"]

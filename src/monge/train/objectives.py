@@ -19,6 +19,7 @@ from monge.train.interpolant_loss import InterpolantLoss
 from monge.train.local_reg import START_STATES, LocallyRegularizedLoss
 from monge.train.losses import FlowMatchingLoss
 from monge.train.pfgmpp_loss import PFGMPPLoss
+from monge.train.smooth_reg import SmoothnessRegularizedLoss
 from monge.train.time_samplers import make_time_sampler
 
 LOSSES: Registry[nn.Module] = Registry("loss")
@@ -49,20 +50,26 @@ def _pfgmpp(path: ProbabilityPath, *, cond_dropout: float = 0.0,
 
 
 def make_loss(path: ProbabilityPath, *, local_reg: float | None = 0.0,
-              local_reg_start: str = "interpolant", **options: Any) -> nn.Module:
+              local_reg_start: str = "interpolant", smooth_reg: float | None = 0.0,
+              **options: Any) -> nn.Module:
     """The objective that trains on ``path`` (its ``loss_family``) with ``options``.
 
     With ``local_reg`` = λ > 0 (0 or None: off) it is wrapped in
     :class:`~monge.train.local_reg.LocallyRegularizedLoss` (λ·R of one dopri5 step at a random
-    time, started as ``local_reg_start``: ``"interpolant"`` or ``"ode"``).
+    time, started as ``local_reg_start``: ``"interpolant"`` or ``"ode"``). With
+    ``smooth_reg`` = λ > 0 it is wrapped in
+    :class:`~monge.train.smooth_reg.SmoothnessRegularizedLoss` (Smooth Diffusion's step-wise
+    variation penalty).
     """
     if local_reg_start not in START_STATES:
         raise InputError(f"local_reg_start: unknown {local_reg_start!r}; expected one of "
                          f"{START_STATES}")
     loss = LOSSES.build(path.loss_family, path=path, **options)
+    prediction = path.fixed_prediction or options.get("prediction", "velocity")
+    if smooth_reg:
+        loss = SmoothnessRegularizedLoss(loss, smooth_reg, path, prediction=prediction)
     if local_reg is None or (isinstance(local_reg, int | float)
                               and not isinstance(local_reg, bool) and local_reg == 0):
         return loss
-    prediction = path.fixed_prediction or options.get("prediction", "velocity")
     return LocallyRegularizedLoss(loss, local_reg, path, prediction=prediction,
                                   start=local_reg_start)
