@@ -394,7 +394,13 @@ def steer_command(
         op_m = Projection(cols.T.contiguous(), shape=shape)
         y_m = y.flatten(1) - offset
     model = trained.field.double()
-    res = posterior_sample(model, op_m, y_m.to(dev), sigma_y, method, steps=steps, cond=cond,
+    # ΠGDM's guidance factor σ²λ̇ ≈ 2/t amplifies a learned network's Jacobian near t = 0
+    # (PSNR 5 dB on digits from t = 0, 18.6 dB from t = 0.01: benchmarks/inverse_digits.py), so
+    # it starts at t = 0.01 here; the other methods start at 0
+    grid = (torch.linspace(0.01, 1.0, steps + 1, dtype=torch.float64) if method == "pigdm"
+            else None)
+    res = posterior_sample(model, op_m, y_m.to(dev), sigma_y, method,
+                           steps=None if grid is not None else steps, grid=grid, cond=cond,
                            generator=seed)
     x = maps.decode(res.x).cpu()
     _save_npy(out, x.float().numpy())
