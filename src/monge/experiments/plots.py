@@ -35,39 +35,53 @@ def _image_grid(x: Tensor, nrow: int) -> np.ndarray:
     return grid[..., 0] if c == 1 else grid
 
 
+def _draw_panels(axes, panels: list[tuple[Tensor, str, str]], labels: Tensor | None,
+                 by_class: set[str], limits: Tensor) -> None:
+    """Draw (samples, title, colour) panels: image grids (one row per class for the titles in
+    ``by_class`` when labels are given) or 2-D scatters on the common limits of ``limits``."""
+    if _is_image(panels[0][0]):
+        for ax, (x, name, _) in zip(axes, panels, strict=True):
+            if labels is not None and name in by_class:
+                order = torch.argsort(labels.cpu(), stable=True)
+                x = _per_class_rows(x[order], labels[order])
+            ax.imshow(_image_grid(x[:100], 10), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(name)
+            ax.axis("off")
+        return
+    allx = limits.cpu()
+    lo, hi = allx.quantile(0.002, dim=0), allx.quantile(0.998, dim=0)
+    for ax, (x, name, color) in zip(axes, panels, strict=True):
+        a = _np(x)
+        ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.5, color=color)
+        ax.set_title(name)
+        ax.set_xlim(float(lo[0]) - 0.5, float(hi[0]) + 0.5)
+        ax.set_ylim(float(lo[1]) - 0.5, float(hi[1]) + 0.5)
+        ax.set_aspect("equal")
+
+
+def _save(fig, path: Path, title: str) -> None:
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_samples(path: Path, generated: Tensor, reference: Tensor, title: str,
                  labels: Tensor | None = None, source: Tensor | None = None) -> None:
     """Generated samples beside held-out data (2-D scatter, or image grids / one row per class)."""
     if _is_image(generated):
         fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
-        for ax, x, name in ((axes[0], generated, "generated"), (axes[1], reference, "held-out")):
-            if labels is not None and name == "generated":
-                order = torch.argsort(labels.cpu(), stable=True)
-                x = _per_class_rows(x[order], labels[order])
-                ax.set_title(f"{name} (row = class)")
-            else:
-                ax.set_title(name)
-            ax.imshow(_image_grid(x[:100], 10), cmap="gray", vmin=0, vmax=1)
-            ax.axis("off")
+        name = "generated (row = class)" if labels is not None else "generated"
+        _draw_panels(axes, [(generated, name, ""), (reference, "held-out", "")], labels,
+                     {name}, generated)
     else:
         fig, axes = plt.subplots(1, 2 if source is None else 3, figsize=(12 if source is not None
                                                                         else 8.5, 4.2))
         pairs = [] if source is None else [(source, "source", "tab:gray")]
         pairs += [(generated, "generated", "tab:blue"), (reference, "held-out target",
                                                          "tab:orange")]
-        allx = torch.cat([p[0][:, :2] for p in pairs]).cpu()
-        lo, hi = allx.quantile(0.002, dim=0), allx.quantile(0.998, dim=0)
-        for ax, (x, name, color) in zip(axes, pairs, strict=True):
-            a = _np(x)
-            ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.5, color=color)
-            ax.set_title(name)
-            ax.set_xlim(float(lo[0]) - 0.5, float(hi[0]) + 0.5)
-            ax.set_ylim(float(lo[1]) - 0.5, float(hi[1]) + 0.5)
-            ax.set_aspect("equal")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _draw_panels(axes, pairs, None, set(), torch.cat([q[0][:, :2] for q in pairs]))
+    _save(fig, path, title)
 
 
 def plot_student(path: Path, student: Tensor, teacher: Tensor, reference: Tensor, label: str,
@@ -78,28 +92,10 @@ def plot_student(path: Path, student: Tensor, teacher: Tensor, reference: Tensor
               (teacher, "teacher, 1 Euler step", "tab:blue"),
               (reference, "held-out", "tab:orange")]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
-    if _is_image(student):
-        for ax, (x, name, _) in zip(axes, panels, strict=True):
-            if labels is not None and name != "held-out":
-                order = torch.argsort(labels.cpu(), stable=True)
-                x = _per_class_rows(x[order], labels[order])
-            ax.imshow(_image_grid(x[:100], 10), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(name)
-            ax.axis("off")
-    else:
-        allx = torch.cat([reference[:, :2], student[:, :2]]).cpu()
-        lo, hi = allx.quantile(0.002, dim=0), allx.quantile(0.998, dim=0)
-        for ax, (x, name, color) in zip(axes, panels, strict=True):
-            a = _np(x)
-            ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.5, color=color)
-            ax.set_title(name)
-            ax.set_xlim(float(lo[0]) - 0.5, float(hi[0]) + 0.5)
-            ax.set_ylim(float(lo[1]) - 0.5, float(hi[1]) + 0.5)
-            ax.set_aspect("equal")
-    fig.suptitle(f"one network call: the {label} student vs its teacher")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _draw_panels(axes, panels, labels, {panels[0][1], panels[1][1]},
+                 torch.cat([reference[:, :2], student[:, :2]]) if not _is_image(student)
+                 else student)
+    _save(fig, path, f"one network call: the {label} student vs its teacher")
 
 
 def _per_class_rows(x: Tensor, labels: Tensor, per_row: int = 10) -> Tensor:
