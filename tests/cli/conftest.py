@@ -1,11 +1,13 @@
-"""Shared fixtures of the CLI tests: small teacher runs (8 gaussians; one class-conditional
-with label dropout; one on the VP path), trained once per test session."""
+"""Shared fixtures of the CLI tests, trained once per test session: small teacher runs
+(8 gaussians; one class-conditional with label dropout; one on the VP path) and a
+class-conditional latent flow on digits with its autoencoder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from cli_checks import LATENT
 from typer.testing import CliRunner
 
 from monge.cli.main import app
@@ -43,3 +45,13 @@ def teacher(tmp_path_factory) -> Path:
     return root
 
 
+
+
+@pytest.fixture(scope="session")
+def latent_run(tmp_path_factory) -> Path:
+    """A latent digits run (autoencoder 1×8×8 → 4×4×4); tests must not modify it."""
+    root = tmp_path_factory.mktemp("latent")
+    (root / "l.yaml").write_text(LATENT + f"out: {root / 'run'}\n")
+    res = runner.invoke(app, ["run", str(root / "l.yaml"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    return root / "run"

@@ -5,9 +5,10 @@ images with the decoder's own floor; a mismatched autoencoder is one error line.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
-from cli_checks import one_error
+from cli_checks import LATENT, one_error
 from typer.testing import CliRunner
 
 from monge.cli.main import app
@@ -15,23 +16,10 @@ from monge.train import load_checkpoint
 
 runner = CliRunner()
 
-CONFIG = """source: gaussian
-target: digits
-model: {kind: unet, base_channels: 16, conditional: true}
-train: {steps: 150, batch_size: 64, checkpoint_every: 150, log_every: 50, cond_dropout: 0.1}
-latent: {enabled: true, steps: 200, latent_channels: 4, downsample: 2, width: 16}
-eval: {n_samples: 100, solvers: [{solver: euler, nfe: [8]}], trajectories: 0,
-       straightness_steps: 4, sweep_nfe: []}
-compare: {couplings: []}
-distill: {methods: []}
-"""
 
-
-def test_latent_run_trains_on_latents_and_reports_images(tmp_path):
-    (tmp_path / "l.yaml").write_text(CONFIG + f"out: {tmp_path / 'run'}\n")
-    res = runner.invoke(app, ["run", str(tmp_path / "l.yaml"), "--quiet"])
-    assert res.exit_code == 0, res.output
+def test_latent_run_trains_on_latents_and_reports_images(tmp_path, latent_run):
     run = tmp_path / "run"
+    shutil.copytree(latent_run, run)              # this test replaces the run's autoencoder
     m = json.loads((run / "metrics.json").read_text())
     lat = m["latent"]
     assert lat["latent_shape"] == [4, 4, 4] and (run / "autoencoder.safetensors").exists()
@@ -49,9 +37,17 @@ def test_latent_run_trains_on_latents_and_reports_images(tmp_path):
 
     save_autoencoder(Autoencoder(AutoencoderConfig(image_shape=(3, 16, 16), width=8)),
                      tmp_path / "other.safetensors")
-    bad = CONFIG.replace("latent: {enabled: true,", f"latent: {{enabled: true, autoencoder: "
+    bad = LATENT.replace("latent: {enabled: true,", f"latent: {{enabled: true, autoencoder: "
                          f"{tmp_path / 'other.safetensors'},")
     (tmp_path / "b.yaml").write_text(bad + f"out: {tmp_path / 'bad'}\n")
     one_error(runner.invoke(app, ["run", str(tmp_path / "b.yaml")]), "digits")
     one_error(runner.invoke(app, ["steer", str(run), "--task", "inpaint", "--out",
                                   str(tmp_path / "x.npy")]), "latent model")
+    # the run's autoencoder file replaced by one with other latents: loading it is one error line
+    save_autoencoder(Autoencoder(AutoencoderConfig(image_shape=(1, 8, 8), latent_channels=2,
+                                                   width=8)), run / "autoencoder.safetensors")
+    one_error(runner.invoke(app, ["sample", str(run), "--nfe", "2", "--n", "2", "--out",
+                                  str(tmp_path / "t.npy")]), "latents of shape")
+    (run / "autoencoder.safetensors").write_bytes(b"truncated")
+    one_error(runner.invoke(app, ["sample", str(run), "--nfe", "2", "--n", "2", "--out",
+                                  str(tmp_path / "t.npy")]), "autoencoder")

@@ -182,3 +182,22 @@ def test_png_folder_says_which_files_it_ignores(tmp_path):
     assert images.shape[0] == 6
     assert any("ignoring 1 file(s)" in str(c.message) and "notes.txt" in str(c.message)
                for c in caught)
+
+
+def test_png_folder_keeps_alpha_and_refuses_mixed_layouts(tmp_path):
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, size=(4, 5, 6, 4), dtype=np.uint8)
+    for i, image in enumerate(rgba):
+        _write_png(tmp_path / "sprites" / f"{i}.png", image)
+    x, _ = load_image_folder(tmp_path / "sprites")
+    assert x.shape == (4, 4, 5, 6)  # the alpha channel is kept, not dropped
+    expected = torch.from_numpy(rgba.astype(np.float32) / 255.0 * 2.0 - 1.0).permute(0, 3, 1, 2)
+    assert torch.allclose(x, expected, atol=1e-6)
+    # one RGB image among RGBA ones, and one grayscale image among RGB ones: refused, not converted
+    _write_png(tmp_path / "sprites" / "9.png", rgba[0, :, :, :3])
+    _expect_error(load_image_folder, tmp_path / "sprites", "9.png", "colour image", "RGB",
+                  "colour+alpha", "one channel layout")
+    for i, image in enumerate(rgba):
+        _write_png(tmp_path / "mixed" / f"{i}.png", image[:, :, :3])
+    _write_png(tmp_path / "mixed" / "4.png", rgba[0, :, :, 0])
+    _expect_error(load_image_folder, tmp_path / "mixed", "4.png", "grayscale image")

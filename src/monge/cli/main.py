@@ -17,6 +17,7 @@ import typer
 from monge.cli.classifier_cmd import train_classifier_command
 from monge.cli.distill_cmd import distill_command
 from monge.cli.dynamics_cmd import dynamics_app
+from monge.cli.edit_cmd import edit_app
 from monge.cli.errors import OneLineUsageErrors, friendly_errors
 from monge.cli.inverse_cmd import diagnose_command, invert_command, steer_command
 from monge.cli.likelihood_cmd import likelihood_command
@@ -333,6 +334,7 @@ app.command("diagnose")(friendly_errors(diagnose_command))
 app.command("steer")(friendly_errors(steer_command))
 app.add_typer(pde_app, name="pde")
 app.add_typer(dynamics_app, name="dynamics")
+app.add_typer(edit_app, name="edit")
 
 
 def main() -> None:  # pragma: no cover - console entry point

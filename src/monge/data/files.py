@@ -106,9 +106,12 @@ def load_image_folder(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | No
 
     Either every PNG lies directly in ``path`` (no labels), or each subfolder of ``path`` is a
     class holding PNGs (labels ``0..K-1`` in the sorted order of the subfolder names). Files are
-    read in sorted order. Images that are all grayscale give ``C = 1``; otherwise every image is
-    converted to RGB (``C = 3``, alpha dropped). 8-bit values ``v`` map to ``v / 255 * 2 - 1``;
-    16-bit grayscale to ``v / 65535 * 2 - 1``.
+    read in sorted order. Every image must have the same channel layout: grayscale (``C = 1``;
+    8- or 16-bit), grayscale with alpha (``C = 2``), colour (``C = 3``; RGB or a palette
+    without transparency) or colour with alpha (``C = 4``; RGBA, straight alpha, or a palette
+    with transparency). A folder that mixes layouts is refused rather than silently converted
+    (dropping an alpha channel or inventing colour would change the data). 8-bit values ``v``
+    map to ``v / 255 * 2 - 1``; 16-bit grayscale to ``v / 65535 * 2 - 1``.
 
     Args:
         path: the folder to read.
@@ -119,7 +122,8 @@ def load_image_folder(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | No
 
     Raises:
         DataError: missing folder, no PNG images, PNGs both at the top level and in
-            subfolders, an unreadable image, images of different sizes, or fewer than 4 images.
+            subfolders, an unreadable image, images of different sizes or channel layouts, or
+            fewer than 4 images.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -154,28 +158,29 @@ def load_image_folder(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | No
                       stacklevel=2)
 
     arrays: list[np.ndarray] = []
-    grayscale = True
     size: tuple[int, int] | None = None
+    layout: str | None = None
     first: Path | None = None
-    images = []
     for file in files:
         try:
             with Image.open(file) as img:
                 img.load()
-                images.append(img.copy())
+                img = img.copy()
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise DataError(f"{file}: unreadable image ({exc})") from None
-        img = images[-1]
+        this_layout = _layout(img)
         if size is None:
-            size, first = img.size, file
+            size, layout, first = img.size, this_layout, file
         elif img.size != size:
             raise DataError(
                 f"{file}: image size {img.size[0]}x{img.size[1]} differs from {first.name} "
                 f"({size[0]}x{size[1]}); all images must share one size")
-        if img.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L"):
-            grayscale = False
-    for img in images:
-        arrays.append(_image_to_unit(img, grayscale))
+        elif this_layout != layout:
+            raise DataError(
+                f"{file}: {this_layout} image (mode {img.mode}) among {layout} images (e.g. "
+                f"{first.name}); all images must share one channel layout: convert them to one "
+                "mode first")
+        arrays.append(_image_to_unit(img, this_layout))
     x = torch.from_numpy(np.stack(arrays).astype(np.float32) * 2.0 - 1.0)
     labels = torch.tensor(label_list, dtype=torch.int64) if class_dirs else None
     return x.contiguous(), labels
@@ -320,19 +325,32 @@ def _pngs(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _image_to_unit(img, grayscale: bool) -> np.ndarray:
-    """Convert a PIL image to a float64 array ``[C, H, W]`` in ``[0, 1]``."""
-    if grayscale:
-        if img.mode.startswith("I"):
+_GRAY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "F")
+_CHANNELS = {"grayscale": 1, "grayscale+alpha": 2, "colour": 3, "colour+alpha": 4}
+
+
+def _layout(img) -> str:
+    """The channel layout of a PIL image: a key of ``_CHANNELS``."""
+    if img.mode in _GRAY_MODES:
+        return "grayscale"
+    if img.mode in ("LA", "La"):
+        return "grayscale+alpha"
+    if img.mode in ("RGBA", "RGBa", "PA") or (img.mode == "P" and "transparency" in img.info):
+        return "colour+alpha"
+    return "colour"
+
+
+def _image_to_unit(img, layout: str) -> np.ndarray:
+    """Convert a PIL image of the given layout to a float64 array ``[C, H, W]`` in ``[0, 1]``."""
+    if layout == "grayscale":
+        if img.mode.startswith("I") or img.mode == "F":
             array = np.asarray(img, dtype=np.float64)
             scale = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
             return np.clip(array / scale, 0.0, 1.0)[None]
         return np.asarray(img.convert("L"), dtype=np.float64)[None] / 255.0
-    if img.mode.startswith("I"):
-        # 16-bit grayscale among colour images: scale to 8 bits, then replicate to RGB
-        array = np.asarray(img, dtype=np.float64) / 65535.0
-        return np.repeat(np.clip(array, 0.0, 1.0)[None], 3, axis=0)
-    return np.asarray(img.convert("RGB"), dtype=np.float64).transpose(2, 0, 1) / 255.0
+    mode = {"grayscale+alpha": "LA", "colour": "RGB", "colour+alpha": "RGBA"}[layout]
+    array = np.asarray(img.convert(mode), dtype=np.float64) / 255.0
+    return array.reshape(*array.shape[:2], _CHANNELS[layout]).transpose(2, 0, 1)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -240,6 +240,11 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
         folder = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
         maps.latent = load_autoencoder(file if file.is_absolute() else folder / file,
                                        device).eval()
+        if tuple(maps.latent.latent_shape) != tuple(shape):
+            raise DataError(
+                f"{checkpoint}: its autoencoder {file} makes latents of shape "
+                f"{list(maps.latent.latent_shape)}, but the flow was trained on latents of shape "
+                f"{list(shape)}; restore the run's own autoencoder file")
     trained = Trained(cfg, model, method.velocity_field(model), method, shape,
                       state.get("num_classes"), maps, state.get("data_fingerprint"))
     steps = state.get("distill")
