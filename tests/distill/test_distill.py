@@ -102,9 +102,9 @@ def _data_sampler(n, g):
 
 def test_meanflow_one_step_beats_one_euler_step_of_the_teacher():
     torch.manual_seed(0)
-    net = _fit(TwoTimeMLP((2,), hidden=128, depth=3, time_dim=32),
+    net = _fit(TwoTimeMLP((2,), hidden=64, depth=3, time_dim=32),
                MeanFlowLoss(teacher=lambda x, t: TEACHER(x.double(), t.double()).float()),
-               _data_sampler, steps=1500)
+               _data_sampler, steps=600)
     x0 = _source(2000, torch.Generator().manual_seed(5))
     ref = GMM.sample(2000, generator=torch.Generator().manual_seed(6), dtype=torch.float32)
     with torch.no_grad():
@@ -135,7 +135,7 @@ def test_reflow_straightens_and_one_step_distillation(tmp_path):
     x0f, x1f = pairs.x0.float(), pairs.x1.float()
     sampler = type(pairs)(x0f, x1f, None, pairs.teacher_nfe).sampler()
     torch.manual_seed(0)
-    rf = _fit(MLP(2, hidden=128, depth=3, time_dim=32), FlowMatchingLoss(PATH), sampler, 1200)
+    rf = _fit(MLP(2, hidden=128, depth=3, time_dim=32), FlowMatchingLoss(PATH), sampler, 700)
     student = ModelWrapper(rf, PATH, "velocity")
     z = _source(1500, torch.Generator().manual_seed(3))
     ref = GMM.sample(1500, generator=torch.Generator().manual_seed(4), dtype=torch.float32)
@@ -175,9 +175,9 @@ def test_consistency_distillation_one_and_two_steps():
     loss = ConsistencyDistillationLoss(lambda x, t: TEACHER(x.double(), t.double()).float(),
                                        solver="heun", intervals=18, ema=0.9)
     torch.manual_seed(0)
-    net = _fit(TwoTimeMLP((2,), hidden=128, depth=3, time_dim=32), loss, _data_sampler,
-               steps=1500)
-    assert loss.teacher_nfe == 2 * 1500        # Heun: 2 NFE per step (one batched call each)
+    net = _fit(TwoTimeMLP((2,), hidden=64, depth=3, time_dim=32), loss, _data_sampler,
+               steps=800)
+    assert loss.teacher_nfe == 2 * 800        # Heun: 2 NFE per step (one batched call each)
     x0 = _source(2000, torch.Generator().manual_seed(5))
     ref = GMM.sample(2000, generator=torch.Generator().manual_seed(6), dtype=torch.float32)
     with torch.no_grad():

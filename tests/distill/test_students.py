@@ -68,8 +68,8 @@ def test_shortcut_student_beats_one_teacher_euler_step():
         return (torch.randn(n, 2, generator=g), gmm.sample(n, generator=g, dtype=torch.float32),
                 None)
     torch.manual_seed(0)
-    net = TwoTimeMLP((2,), hidden=128, depth=3, time_dim=32)
-    cfg = TrainerConfig(steps=1500, batch_size=256, lr=2e-3, warmup_steps=10, ema_decay=0.0,
+    net = TwoTimeMLP((2,), hidden=64, depth=3, time_dim=32)
+    cfg = TrainerConfig(steps=800, batch_size=256, lr=2e-3, warmup_steps=10, ema_decay=0.0,
                         checkpoint_every=10**6, log_every=10**6, seed=0)
     trainer = Trainer(net, ShortcutLoss(teacher=lambda x, t: teacher(x.double(), t.double())
                                         .float(), max_steps=64), batches, cfg, progress=False)
@@ -176,9 +176,9 @@ def test_consistency_training_without_a_teacher_beats_one_euler_step():
                 None)
     loss = ConsistencyDistillationLoss(None, intervals=12, ema=0.9)
     torch.manual_seed(0)
-    cfg = TrainerConfig(steps=1000, batch_size=256, lr=2e-3, warmup_steps=10, ema_decay=0.0,
+    cfg = TrainerConfig(steps=600, batch_size=256, lr=2e-3, warmup_steps=10, ema_decay=0.0,
                         checkpoint_every=10**6, log_every=10**6, seed=0)
-    trainer = Trainer(TwoTimeMLP((2,), hidden=128, depth=3, time_dim=32), loss, batches, cfg,
+    trainer = Trainer(TwoTimeMLP((2,), hidden=64, depth=3, time_dim=32), loss, batches, cfg,
                       progress=False)
     trainer.fit()
     assert loss.teacher_nfe == 0

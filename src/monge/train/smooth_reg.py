@@ -60,8 +60,10 @@ class SmoothnessRegularizedLoss(nn.Module):
         self.base, self.weight, self.path, self.prediction = base, float(weight), path, prediction
         self.decay, self.reg_batch_size = float(decay), reg_batch_size
         self.num_classes = getattr(getattr(base, "labels", None), "num_classes", None)
+        # both buffers: the trainer's checkpoint keeps a loss's buffers, so a resumed run
+        # continues the running mean instead of restarting it from the next batch
         self.register_buffer("running_length", torch.zeros((), dtype=torch.float64))
-        self.steps = 0
+        self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
         self.last_penalty = float("nan")
 
     @property
@@ -107,11 +109,11 @@ class SmoothnessRegularizedLoss(nn.Module):
         r = self.lengths(model, eps, x1r, t, y, cond)
         with torch.no_grad():
             mean = r.detach().double().mean()
-            if self.steps == 0:
+            if int(self.updates) == 0:
                 self.running_length.copy_(mean)
             else:
                 self.running_length.add_(self.decay * (mean - self.running_length))
-        self.steps += 1
+            self.updates += 1
         penalty = ((r - self.running_length.to(r.dtype)) ** 2).mean()
         self.last_penalty = float(penalty.detach())
         return LossOutput(out.loss + self.weight * penalty, out.per_example, out.t)

@@ -217,6 +217,9 @@ class Trainer:
             states = distributed.gather_tensor(data.to(self.device), self.dist)
             tensors.update({f"rng.data.{r}": st.cpu() for r, st in enumerate(states)})
         tensors["rng.torch"] = torch.get_rng_state()
+        if isinstance(self.loss, torch.nn.Module):   # a loss's running statistics
+            tensors.update({f"loss.{k}": v.detach().cpu().clone()
+                            for k, v in self.loss.named_buffers()})
         state = {"step": self.step, "trainer": asdict(self.config), "optimizer": opt_meta,
                  **self.metadata}
         return tensors, state
@@ -253,6 +256,11 @@ class Trainer:
             self.data_generator.set_state(
                 tensors[key].to(self.data_generator.get_state().device))
         torch.set_rng_state(tensors["rng.torch"])
+        if isinstance(self.loss, torch.nn.Module):
+            with torch.no_grad():
+                for k, buf in self.loss.named_buffers():
+                    if f"loss.{k}" in tensors:
+                        buf.copy_(tensors[f"loss.{k}"])
         self.step = int(state["step"])
         return self.step
 
