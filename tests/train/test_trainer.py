@@ -96,3 +96,16 @@ def test_time_samplers_and_lr_schedule():
     assert math.isclose(cfg.lr_at(10), 1.0)
     with pytest.raises(InputError):
         TrainerConfig(steps=0)
+
+
+def test_ema_averages_float_weights_and_copies_integer_buffers():
+    """A network with an integer buffer (a lookup table) trains with EMA: the float weights are
+    averaged as min(d, (1 + n)/(10 + n)) prescribes, the integer buffer is copied."""
+    from monge.train.trainer import ema_with_warmup
+
+    update = ema_with_warmup(0.9)
+    ema = [torch.zeros(3), torch.tensor([1, 2], dtype=torch.int64)]
+    new = [torch.ones(3), torch.tensor([5, 7], dtype=torch.int64)]
+    update(ema, new, torch.tensor(0))                      # d = min(0.9, 1/10) = 0.1
+    torch.testing.assert_close(ema[0], torch.full((3,), 0.9))
+    assert ema[1].tolist() == [5, 7]

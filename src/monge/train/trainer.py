@@ -130,7 +130,13 @@ def ema_with_warmup(decay: float):
     def update(ema_params: list[Tensor], params: list[Tensor], n_averaged: Tensor) -> None:
         n = float(n_averaged)
         d = min(decay, (1.0 + n) / (10.0 + n))
-        torch._foreach_lerp_(ema_params, params, 1.0 - d)
+        floats = [(e, p) for e, p in zip(ema_params, params, strict=True)
+                  if e.is_floating_point() or e.is_complex()]
+        if floats:
+            torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1.0 - d)
+        for e, p in zip(ema_params, params, strict=True):
+            if not (e.is_floating_point() or e.is_complex()):
+                e.copy_(p)               # integer buffers (counters, lookup tables) are copied
     return update
 
 
