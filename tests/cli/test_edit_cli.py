@@ -32,6 +32,41 @@ def test_interpolate_writes_frames_and_measures_them(tmp_path, latent_run):
     assert "ISTD" in (out / "report.md").read_text()
 
 
+def test_traverse_learns_directions_that_change_the_image(tmp_path, latent_run):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "trav"
+    res = runner.invoke(app, ["edit", str(latent_run), "traverse", "--out", str(out),
+                              "--directions", "3", "--train-steps", "15", "--frames", "4",
+                              "--starts", "2", "--batch-size", "16", "--quiet"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())["traverse"]
+    assert m["space"] == "latent" and m["dim"] == 4 * 4 * 4 and m["directions"] == 3
+    assert abs(m["chance"] - 1 / 3) < 1e-9 and 0 <= m["accuracy"] <= 1
+    assert len(m["per_direction"]) == 3
+    assert all(c > 1e-4 for c in m["image_change"])     # every direction moves the image
+    weights = load_file(str(out / "potentials.safetensors"))
+    assert any(k.startswith("field.") for k in weights)
+    assert any(k.startswith("classifier.") for k in weights)
+    assert (out / "traversals.png").stat().st_size > 1000
+
+
+def test_upscale_decodes_at_any_size(tmp_path, latent_run):
+    out = tmp_path / "up"
+    res = runner.invoke(app, ["edit", str(latent_run), "upscale", "--out", str(out),
+                              "--scale", "1.5", "--scale", "2.5", "--decoder-steps", "40",
+                              "--samples", "3", "--nfe", "4", "--quiet"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())["upscale"]
+    assert m["sizes"] == [12, 20] and m["base"] == 8                   # round(1.5·8), 2.5·8
+    assert m["ground_truth"].startswith("none")                      # digits: no exact render
+    assert all(v is None for v in m["psnr"].values())
+    assert all(0 <= v < 0.5 for v in m["consistency"].values())
+    assert 0 < m["base_psnr"] and m["base_psnr"] <= m["autoencoder_psnr"] + 10
+    assert (out / "upscaled.png").stat().st_size > 1000
+    assert (out / "implicit_decoder.safetensors").exists()
+
+
 def test_edit_bad_input_is_one_line(tmp_path, latent_run, teacher):
     one_error(runner.invoke(app, ["edit", str(tmp_path / "nothing"), "interpolate"]),
               "nothing")
@@ -39,3 +74,7 @@ def test_edit_bad_input_is_one_line(tmp_path, latent_run, teacher):
                                   "--out", str(tmp_path / "o")]), "--frames")
     one_error(runner.invoke(app, ["edit", str(teacher / "teacher"), "interpolate",
                                   "--out", str(tmp_path / "o")]), "not images")
+    one_error(runner.invoke(app, ["edit", str(latent_run), "upscale", "--scale", "0",
+                                  "--out", str(tmp_path / "o")]), "--scale")
+    one_error(runner.invoke(app, ["edit", str(latent_run), "traverse", "--space", "pixels",
+                                  "--out", str(tmp_path / "o")]), "--space")

@@ -47,9 +47,14 @@ class DataMaps:
             x = _batched(self.latent.encode, x)
         return self.target.encode(x) * self.data_scale
 
+    def to_latent(self, z: Tensor) -> Tensor:
+        """Generated samples (model units) → the autoencoder's latents (a latent model) or the
+        target's data units."""
+        return self.target.decode(z / self.data_scale)
+
     def decode(self, z: Tensor) -> Tensor:
         """Generated samples (model units) → target data units (images for a latent model)."""
-        x = self.target.decode(z / self.data_scale)
+        x = self.to_latent(z)
         return _batched(self.latent.decode, x) if self.latent is not None else x
 
     def to_json(self) -> dict[str, Any]:
