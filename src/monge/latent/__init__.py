@@ -5,7 +5,9 @@
 monge's trainer; :func:`save_autoencoder` / :func:`load_autoencoder` keep it in safetensors;
 :func:`reconstruction_score` and :func:`psnr` measure its reconstruction floor.
 :class:`ImplicitDecoder` (LIIF) decodes latents at any output size and :class:`AlignmentLoss`
-aligns a latent flow with it (:mod:`monge.latent.implicit_decoder`).
+aligns a latent flow with it (:mod:`monge.latent.implicit_decoder`); :class:`LatentTransparency`
+hides an alpha channel in a frozen autoencoder's latents as an offset in posterior-std units
+(LayerDiffusion, :mod:`monge.latent.transparency`).
 """
 
 from monge.latent.autoencoder import (
@@ -43,6 +45,24 @@ from monge.latent.implicit_decoder import (
     make_coords,
     train_implicit_decoder,
 )
+from monge.latent.transparency import (
+    FlowLossGap,
+    LatentShift,
+    LatentTransparency,
+    TransparencyEncoder,
+    TransparencyLoss,
+    TransparencyLossTerms,
+    TransparencyOutput,
+    TransparencyScore,
+    TransparentDecoder,
+    TransparentLatent,
+    alpha_iou,
+    evaluate_transparency,
+    frozen_flow_loss_gap,
+    latent_shift,
+    pad_colour,
+    train_transparency,
+)
 
 __all__ = [
     "AlignmentLoss",
@@ -51,9 +71,12 @@ __all__ = [
     "AutoencoderConfig",
     "AutoencoderLoss",
     "AutoencoderOutput",
+    "FlowLossGap",
     "ImplicitDecoder",
     "ImplicitDecoderConfig",
     "ImplicitDecoderLoss",
+    "LatentShift",
+    "LatentTransparency",
     "MultiScaleBatch",
     "MultiScaleSource",
     "ReconstructionScore",
@@ -62,18 +85,31 @@ __all__ = [
     "ScaleEvaluation",
     "ScaleScore",
     "ScaleTargets",
+    "TransparencyEncoder",
+    "TransparencyLoss",
+    "TransparencyLossTerms",
+    "TransparencyOutput",
+    "TransparencyScore",
+    "TransparentDecoder",
+    "TransparentLatent",
     "alignment_sampler",
+    "alpha_iou",
     "area_resize",
     "check_images",
     "cross_scale_consistency",
     "ensemble_cells",
     "evaluate_scales",
+    "evaluate_transparency",
+    "frozen_flow_loss_gap",
+    "latent_shift",
     "load_autoencoder",
     "make_cell",
     "make_coords",
+    "pad_colour",
     "psnr",
     "reconstruction_score",
     "save_autoencoder",
     "train_autoencoder",
     "train_implicit_decoder",
+    "train_transparency",
 ]
