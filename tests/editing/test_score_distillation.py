@@ -26,14 +26,6 @@ from monge.errors import InputError
 from monge.paths import LinearPath
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gaussian_velocity(mean: torch.Tensor, std: float):
     """The exact linear-path velocity of x1 ~ N(mean, std²I), x0 ~ N(0, I):
 

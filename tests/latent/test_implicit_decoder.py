@@ -31,14 +31,6 @@ from monge.paths import LinearPath
 from monge.train import FlowMatchingLoss, Trainer, TrainerConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def shapes():
     return load_procedural("shapes16", n_train=64, n_test=8, seed=0)

@@ -23,14 +23,6 @@ from monge.latent.transparency import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def sprites():
     return load_procedural("sprites16", n_train=64, n_test=32, seed=0)

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,21 @@ def _images(data: Tensor | Dataset) -> Tensor:
     return images
 
 
+def image_batches(images: Tensor, device: torch.device
+                  ) -> Callable[[int, torch.Generator], tuple[Tensor, Tensor, None]]:
+    """The trainer's ``sample_batch`` for reconstruction training: ``n`` rows of ``images``
+    drawn uniformly with replacement, returned as both input and target (moved to ``device``
+    once)."""
+    images = images.to(device)
+
+    def sample_batch(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, None]:
+        index = torch.randint(images.shape[0], (n,), generator=generator,
+                              device=generator.device).to(device)
+        batch = images[index]
+        return batch, batch, None
+    return sample_batch
+
+
 def train_autoencoder(ae: Autoencoder, data: Tensor | Dataset, *, steps: int = 2000,
                       batch_size: int = 128, lr: float = 2e-3, seed: int | torch.Generator = 0,
                       progress: bool = False, out_dir: str | Path | None = None,
@@ -311,15 +327,7 @@ def train_autoencoder(ae: Autoencoder, data: Tensor | Dataset, *, steps: int = 2
     check_images(ae, images, "data")
     if isinstance(seed, torch.Generator):
         seed = int(torch.randint(2 ** 62, (1,), generator=seed, device=seed.device))
-    device = next(ae.parameters()).device
-    images = images.to(device)
-
-    def sample_batch(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, None]:
-        index = torch.randint(images.shape[0], (n,), generator=generator,
-                              device=generator.device).to(device)
-        batch = images[index]
-        return batch, batch, None
-
+    sample_batch = image_batches(images, next(ae.parameters()).device)
     config = TrainerConfig(steps=steps, batch_size=batch_size, lr=lr,
                            warmup_steps=min(100, steps // 10), ema_decay=0.0,
                            checkpoint_every=max(steps, 1), seed=int(seed))

@@ -78,7 +78,7 @@ from monge.core.checks import check_finite, make_generator
 from monge.data import Dataset
 from monge.data.procedural import premultiply
 from monge.errors import InputError
-from monge.latent.autoencoder import Autoencoder, psnr
+from monge.latent.autoencoder import Autoencoder, image_batches, psnr
 from monge.metrics import feature_frechet_distance, mmd_rbf
 from monge.paths import LinearPath
 from monge.paths.affine import AffinePath
@@ -504,15 +504,7 @@ def train_transparency(model: LatentTransparency, data: Tensor | Dataset, *,
         _positive_int(value, name)
     _positive_float(lr, "lr")
     loss = TransparencyLoss(identity_weight)
-    device = next(model.parameters()).device
-    images = images.to(device)
-
-    def sample_batch(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, None]:
-        index = torch.randint(images.shape[0], (n,), generator=generator,
-                              device=generator.device).to(device)
-        batch = images[index]
-        return batch, batch, None
-
+    sample_batch = image_batches(images, next(model.parameters()).device)
     config = TrainerConfig(steps=steps, batch_size=batch_size, lr=lr,
                            warmup_steps=min(100, steps // 10), ema_decay=0.0,
                            checkpoint_every=max(steps, 1), log_every=max(1, steps // 20),
