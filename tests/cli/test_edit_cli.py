@@ -64,7 +64,19 @@ def test_upscale_decodes_at_any_size(tmp_path, latent_run):
     assert all(0 <= v < 0.5 for v in m["consistency"].values())
     assert 0 < m["base_psnr"] and m["base_psnr"] <= m["autoencoder_psnr"] + 10
     assert (out / "upscaled.png").stat().st_size > 1000
-    assert (out / "implicit_decoder.safetensors").exists()
+    # the saved decoder is reused: no training, the same decodes, hence the same figures
+    again = tmp_path / "again"
+    res = runner.invoke(app, ["edit", str(latent_run), "upscale", "--out", str(again),
+                              "--scale", "1.5", "--scale", "2.5", "--decoder",
+                              str(out / "implicit_decoder.safetensors"), "--samples", "3",
+                              "--nfe", "4", "--quiet"])
+    assert res.exit_code == 0, res.output
+    m2 = json.loads((again / "metrics.json").read_text())["upscale"]
+    assert m2["decoder_steps"] == 0 and m2["base_psnr"] == m["base_psnr"]
+    assert m2["consistency"] == m["consistency"]
+    one_error(runner.invoke(app, ["edit", str(latent_run), "upscale", "--decoder",
+                                  str(latent_run / "checkpoint.safetensors"), "--out",
+                                  str(tmp_path / "bad")]), "not an implicit-decoder file")
 
 
 def test_edit_bad_input_is_one_line(tmp_path, latent_run, teacher):

@@ -327,3 +327,21 @@ def test_bad_input_raises_one_clear_error(shapes):
     for fn, name in cases:
         with pytest.raises(InputError, match=name):
             fn()
+
+
+def test_save_load_round_trip_is_exact_and_refuses_other_files(tmp_path):
+    from monge.errors import DataError
+    from monge.latent import load_implicit_decoder, save_implicit_decoder
+
+    torch.manual_seed(0)
+    dec = ImplicitDecoder(ImplicitDecoderConfig(latent_channels=4, out_channels=3,
+                                                feature_channels=8, hidden=16, depth=3))
+    save_implicit_decoder(dec, tmp_path / "d.safetensors")
+    back = load_implicit_decoder(tmp_path / "d.safetensors")
+    assert back.config == dec.config
+    z = torch.randn(2, 4, 4, 4)
+    assert torch.equal(back.decode(z, (13, 21)), dec.decode(z, (13, 21)))
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    for bad in ("bad.safetensors", "missing.safetensors"):
+        with pytest.raises(DataError, match=bad.split(".")[0]):
+            load_implicit_decoder(tmp_path / bad)

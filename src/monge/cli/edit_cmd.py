@@ -108,6 +108,9 @@ def upscale_command(
              "e.g. 1.5, 3, 5)")] = None,
     decoder_steps: Annotated[int, typer.Option(help="training steps of the implicit "
                                                      "decoder")] = 1500,
+    decoder: Annotated[Path | None, typer.Option(
+        help="reuse an implicit_decoder.safetensors from an earlier upscale of this run "
+             "(skips the decoder training)")] = None,
     samples: Annotated[int, typer.Option(help="samples to generate and decode")] = 8,
     nfe: Annotated[int, typer.Option(help="Euler steps of the sampler")] = 20,
     seed: Annotated[int, typer.Option(help="seed of the decoder training and the samples")]
@@ -121,7 +124,8 @@ def upscale_command(
     from monge.experiments.editing import upscale_run
 
     rep = upscale_run(_load(ctx, device), out, scales=scale, decoder_steps=decoder_steps,
-                      samples=samples, nfe=nfe, seed=seed, progress=not quiet)
+                      samples=samples, nfe=nfe, seed=seed, decoder_file=decoder,
+                      progress=not quiet)
     cells = []
     for s in rep.sizes:
         p = rep.psnr[s]

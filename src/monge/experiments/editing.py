@@ -415,7 +415,8 @@ def _parse_sizes(scales: list[float], base: int) -> list[int]:
 
 def upscale_run(trained: Trained, out: str | Path, *, scales: list[float] | None = None,
                 decoder_steps: int = 1500, samples: int = 8, nfe: int = 20, seed: int = 0,
-                progress: bool = False) -> UpscaleReport:
+                decoder_file: str | Path | None = None, progress: bool = False
+                ) -> UpscaleReport:
     """Decode a latent model's samples at any output size with an implicit (LIIF) decoder.
 
     The decoder is trained on the run's frozen autoencoder (L1 on random pixels at a random
@@ -424,13 +425,12 @@ def upscale_run(trained: Trained, out: str | Path, *, scales: list[float] | None
     base exists, so larger sizes are extrapolation and only their cross-scale consistency is
     measured). Then ``samples`` latents are generated (Euler, ``nfe`` steps) and decoded at
     every size. Cost: ``decoder_steps`` decoder training steps of 256 pixel queries per image,
-    then one decode per size.
+    then one decode per size. ``decoder_file`` (an earlier run's ``implicit_decoder.safetensors``)
+    skips the training.
 
     Writes ``upscaled.png`` (a row per sample, a column per size, the bicubic-resized
     fixed-size decode last), ``report.md``, ``metrics.json`` and ``implicit_decoder.safetensors``.
     """
-    from safetensors.torch import save_file
-
     from monge.data import PROCEDURAL_DATASETS
     from monge.latent import psnr
     from monge.latent.implicit_decoder import (
@@ -439,6 +439,8 @@ def upscale_run(trained: Trained, out: str | Path, *, scales: list[float] | None
         area_resize,
         cross_scale_consistency,
         evaluate_scales,
+        load_implicit_decoder,
+        save_implicit_decoder,
         train_implicit_decoder,
     )
     from monge.solvers import Euler, integrate
@@ -464,16 +466,25 @@ def upscale_run(trained: Trained, out: str | Path, *, scales: list[float] | None
     data = load_dataset(cfg.target, n_train=cfg.data.n_train, n_test=cfg.data.n_test,
                         seed=cfg.seed, test_fraction=cfg.data.test_fraction,
                         shape=trained.data_shape)
-    torch.manual_seed(seed)
-    decoder = ImplicitDecoder.for_autoencoder(ae).to(dev)
-    if procedural:
-        source = data                                   # exact renders at ×1–×4
+    if decoder_file is not None:
+        decoder = load_implicit_decoder(decoder_file, dev)
+        want = (ae.latent_shape[0], trained.data_shape[0])
+        got = (decoder.config.latent_channels, decoder.config.out_channels)
+        if got != want:
+            raise InputError(f"--decoder: {decoder_file} decodes {got[0]}-channel latents to "
+                             f"{got[1]}-channel images; this run needs {want[0]} → {want[1]}")
+        decoder_steps = 0
     else:
-        low = max(1, base // 2)
-        source = ScaleBank(data.train, {s: area_resize(data.train, s)
-                                        for s in range(low, base + 1)}, data.train_labels)
-    train_implicit_decoder(decoder, ae, source, steps=decoder_steps, seed=seed,
-                           progress=progress)
+        torch.manual_seed(seed)
+        decoder = ImplicitDecoder.for_autoencoder(ae).to(dev)
+        if procedural:
+            source = data                                   # exact renders at ×1–×4
+        else:
+            low = max(1, base // 2)
+            source = ScaleBank(data.train, {s: area_resize(data.train, s)
+                                            for s in range(low, base + 1)}, data.train_labels)
+        train_implicit_decoder(decoder, ae, source, steps=decoder_steps, seed=seed,
+                               progress=progress)
     decoder.eval()
     psnr_: dict[int, float | None] = {s: None for s in sizes}
     bicubic: dict[int, float | None] = {s: None for s in sizes}
@@ -507,9 +518,7 @@ def upscale_run(trained: Trained, out: str | Path, *, scales: list[float] | None
     _save_strip(out / "upscaled.png", torch.stack(show, dim=1),
                 f"samples decoded at {', '.join(map(str, sizes))} px (last: bicubic)",
                 [f"{s} px" for s in sizes] + ["bicubic"])
-    save_file({k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()},
-              str(out / "implicit_decoder.safetensors"),
-              metadata={k: str(v) for k, v in asdict(decoder.config).items()})
+    save_implicit_decoder(decoder, out / "implicit_decoder.safetensors")
     report = UpscaleReport(
         sizes=sizes, base=base,
         ground_truth="exact renders" if procedural else "none above the base size",
@@ -518,9 +527,11 @@ def upscale_run(trained: Trained, out: str | Path, *, scales: list[float] | None
         samples=samples,
         files={"figure": "upscaled.png", "decoder": "implicit_decoder.safetensors"})
     md = ["# monge edit: upscale", "",
-          f"Implicit (LIIF) decoder trained {decoder_steps} steps on the run's frozen "
-          f"autoencoder; ground truth: {report.ground_truth}. Base size {base} px: held-out "
-          f"PSNR {base_psnr:.2f} dB (the autoencoder's own decoder: {ae_psnr:.2f} dB).", "",
+          (f"Implicit (LIIF) decoder trained {decoder_steps} steps on the run's frozen "
+           "autoencoder" if decoder_file is None else f"Implicit (LIIF) decoder from "
+           f"{decoder_file}") + f"; ground truth: {report.ground_truth}. Base size {base} "
+          f"px: held-out PSNR {base_psnr:.2f} dB (the autoencoder's own decoder: "
+          f"{ae_psnr:.2f} dB).", "",
           "| size | scale | PSNR (dB) | bicubic PSNR (dB) | cross-scale MSE (samples) |",
           "|---|---|---|---|---|"]
 

@@ -41,8 +41,10 @@ from monge.latent.implicit_decoder import (
     cross_scale_consistency,
     ensemble_cells,
     evaluate_scales,
+    load_implicit_decoder,
     make_cell,
     make_coords,
+    save_implicit_decoder,
     train_implicit_decoder,
 )
 from monge.latent.transparency import (
@@ -102,6 +104,7 @@ __all__ = [
     "evaluate_transparency",
     "frozen_flow_loss_gap",
     "latent_shift",
+    "load_implicit_decoder",
     "load_autoencoder",
     "make_cell",
     "make_coords",
@@ -109,6 +112,7 @@ __all__ = [
     "psnr",
     "reconstruction_score",
     "save_autoencoder",
+    "save_implicit_decoder",
     "train_autoencoder",
     "train_implicit_decoder",
     "train_transparency",

@@ -94,8 +94,10 @@ __all__ = [
     "cross_scale_consistency",
     "ensemble_cells",
     "evaluate_scales",
+    "load_implicit_decoder",
     "make_cell",
     "make_coords",
+    "save_implicit_decoder",
     "train_implicit_decoder",
 ]
 
@@ -733,6 +735,49 @@ def train_implicit_decoder(decoder: ImplicitDecoder, ae: nn.Module,
                      progress=progress).fit()
     decoder.eval()
     return result
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+DECODER_KIND = "monge.implicit_decoder"
+
+
+def save_implicit_decoder(decoder: ImplicitDecoder, path: str | Path) -> Path:
+    """Write ``decoder`` to a safetensors file (weights as ``model.*``, its
+    :class:`ImplicitDecoderConfig` in the header), atomically. Returns the path."""
+    from dataclasses import asdict
+
+    from monge.train.checkpoint import save_checkpoint
+
+    if not isinstance(decoder, ImplicitDecoder):
+        raise InputError(f"decoder: expected an ImplicitDecoder, got {type(decoder).__name__}")
+    tensors = {f"model.{k}": v for k, v in decoder.state_dict().items()}
+    return save_checkpoint(path, tensors, {"kind": DECODER_KIND,
+                                           "config": asdict(decoder.config)})
+
+
+def load_implicit_decoder(path: str | Path, device: torch.device | str = "cpu"
+                          ) -> ImplicitDecoder:
+    """Rebuild a decoder from :func:`save_implicit_decoder`'s file, in eval mode on ``device``.
+
+    Raises:
+        DataError: a missing or corrupt file, or one that does not hold an implicit decoder.
+    """
+    from monge.errors import DataError
+    from monge.train.checkpoint import load_checkpoint
+
+    tensors, state = load_checkpoint(path, device="cpu")
+    if state.get("kind") != DECODER_KIND or not isinstance(state.get("config"), dict):
+        raise DataError(f"{path}: not an implicit-decoder file (no {DECODER_KIND} "
+                        "configuration in its metadata)")
+    try:
+        decoder = ImplicitDecoder(ImplicitDecoderConfig(**state["config"]))
+        decoder.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
+                                 if k.startswith("model.")})
+    except (TypeError, InputError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise DataError(f"{path}: the implicit decoder does not load ({first})") from None
+    return decoder.to(device).eval()
 
 
 # --- alignment of a latent flow ------------------------------------------------------------------
