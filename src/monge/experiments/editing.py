@@ -29,6 +29,7 @@ from monge.core.io import atomic_write_bytes, ensure_writable_dir
 from monge.data import load_dataset
 from monge.errors import InputError
 from monge.experiments.load import Trained
+from monge.experiments.plots import plot_image_rows
 
 __all__ = ["InterpolationReport", "TraversalReport", "held_out_images", "interpolate_run",
            "traverse_run", "UpscaleReport", "upscale_run"]
@@ -93,40 +94,16 @@ def _image_features(trained: Trained):
     return None
 
 
+def _check_counts(*options: tuple[str, object, int]) -> None:
+    """Each ``(name, value, least)``: an integer option of at least ``least``."""
+    for name, value, least in options:
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InputError(f"--{name}: need an integer >= {least}, got {value!r}")
+
+
 def _write(out: Path, report: str, metrics: dict[str, Any]) -> None:
     atomic_write_bytes(out / "report.md", report.encode())
     atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2).encode())
-
-
-def _save_strip(path: Path, rows: Tensor, title: str, column_labels: list[str] | None = None
-                ) -> None:
-    """A grid figure: ``rows`` ``[R, K, C, H, W]`` in ``[-1, 1]``, one row per item."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    r, k = rows.shape[:2]
-    fig, axes = plt.subplots(r, k, figsize=(0.9 * k + 0.4, 0.9 * r + 0.6), squeeze=False)
-    for i in range(r):
-        for j in range(k):
-            img = ((rows[i, j].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy()
-            ax = axes[i][j]
-            if img.shape[2] == 1:
-                ax.imshow(img[:, :, 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            else:
-                ax.imshow(img[:, :, :3] if img.shape[2] != 4 else img,
-                          interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0 and column_labels is not None:
-                ax.set_title(column_labels[j], fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 # --- interpolation ------------------------------------------------------------------------------
@@ -169,9 +146,7 @@ def interpolate_run(trained: Trained, out: str | Path, *, pairs: int = 4, frames
     from monge.inverse.interpolation import istd
 
     _require_images(trained, "interpolate")
-    for name, value, least in (("pairs", pairs, 1), ("frames", frames, 3), ("steps", steps, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise InputError(f"--{name}: need an integer >= {least}, got {value!r}")
+    _check_counts(("pairs", pairs, 1), ("frames", frames, 3), ("steps", steps, 1))
     out = ensure_writable_dir(Path(out), "--out")
     x_a, x_b, y = _pairs(trained, pairs, seed)
     dev = next(trained.model.parameters()).device
@@ -195,7 +170,7 @@ def interpolate_run(trained: Trained, out: str | Path, *, pairs: int = 4, frames
     rmse = float((ends - torch.stack([x_a, x_b])).pow(2).mean().sqrt())
     rows = torch.cat([x_a[:, None], images.transpose(0, 1), x_b[:, None]], dim=1)
     labels = ["A"] + [f"{r:.2g}" for r in torch.linspace(0, 1, frames).tolist()] + ["B"]
-    _save_strip(out / "interpolation.png", rows,
+    plot_image_rows(out / "interpolation.png", rows,
                 f"interpolation through the source ({solver}, {steps} steps)", labels)
     feature_name = "digits-classifier features" if feats is not None else "pixels"
     report = InterpolationReport(
@@ -302,10 +277,8 @@ def traverse_run(trained: Trained, out: str | Path, *, space: str | None = None,
 
     _require_images(trained, "traverse")
     space = space or ("latent" if trained.is_latent else "noise")
-    for name, value, least in (("directions", directions, 2), ("train-steps", train_steps, 1),
-                               ("frames", frames, 2), ("starts", starts, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise InputError(f"--{name}: need an integer >= {least}, got {value!r}")
+    _check_counts(("directions", directions, 2), ("train-steps", train_steps, 1),
+                               ("frames", frames, 2), ("starts", starts, 1))
     out = ensure_writable_dir(Path(out), "--out")
     G, dim, encode = _generator(trained, space, sampler_steps)
     dev = next(trained.model.parameters()).device
@@ -313,8 +286,9 @@ def traverse_run(trained: Trained, out: str | Path, *, space: str | None = None,
         x, _ = held_out_images(trained)
         with torch.no_grad():
             codes = encode(x.to(dev))
-        half = max(1, codes.shape[0] // 2)
-        train_codes, test_codes = codes[:half], codes[half:] if codes.shape[0] > 1 else codes
+        half = max(1, codes.shape[0] // 2)      # first half trains, second half is held out
+        train_codes = codes[:half]
+        test_codes = codes[half:] if codes.shape[0] > 1 else codes
 
         def sampler(codes_: Tensor):
             def draw(n: int, g: torch.Generator) -> Tensor:
@@ -346,7 +320,7 @@ def traverse_run(trained: Trained, out: str | Path, *, space: str | None = None,
         change[k] = (imgs[1:] - imgs[:-1]).flatten(2).pow(2).mean(2).sqrt().mean()
         rows.append(imgs.transpose(0, 1))                           # [starts, frames, ...]
     grid = torch.stack(rows, dim=1).flatten(0, 1)                   # [starts·K, frames, ...]
-    _save_strip(out / "traversals.png", grid,
+    plot_image_rows(out / "traversals.png", grid,
                 f"{directions} potential-flow traversals in the {space} space (rows: start × "
                 "direction)", [f"step {j}" for j in range(frames)])
     state = {f"field.{k}": v.detach().cpu().contiguous()
@@ -449,10 +423,8 @@ def upscale_run(trained: Trained, out: str | Path, *, scales: list[float] | None
     if not trained.is_latent:
         raise InputError("edit upscale: the model is not a latent model; the implicit decoder "
                          "decodes an autoencoder's latents (train with a latent: section)")
-    for name, value, least in (("decoder-steps", decoder_steps, 1), ("samples", samples, 1),
-                               ("nfe", nfe, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise InputError(f"--{name}: need an integer >= {least}, got {value!r}")
+    _check_counts(("decoder-steps", decoder_steps, 1), ("samples", samples, 1),
+                               ("nfe", nfe, 1))
     ae = trained.maps.latent
     _, height, width = trained.data_shape
     if height != width:
@@ -515,7 +487,7 @@ def upscale_run(trained: Trained, out: str | Path, *, scales: list[float] | None
     show = [F.interpolate(outputs[s], size=largest, mode="nearest") for s in sizes]
     show.append(F.interpolate(fixed.cpu(), size=largest, mode="bicubic",
                               align_corners=False).clamp(-1, 1))
-    _save_strip(out / "upscaled.png", torch.stack(show, dim=1),
+    plot_image_rows(out / "upscaled.png", torch.stack(show, dim=1),
                 f"samples decoded at {', '.join(map(str, sizes))} px (last: bicubic)",
                 [f"{s} px" for s in sizes] + ["bicubic"])
     save_implicit_decoder(decoder, out / "implicit_decoder.safetensors")

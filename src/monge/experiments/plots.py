@@ -66,6 +66,29 @@ def _save(fig, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_image_rows(path: Path, rows: Tensor, title: str,
+                    column_labels: list[str] | None = None) -> None:
+    """A grid of images ``rows`` ``[R, K, C, H, W]`` in ``[-1, 1]``, one row per item (an
+    interpolation, a traversal, an image at several sizes), columns titled ``column_labels``.
+    Grayscale, RGB or RGBA (shown with its alpha)."""
+    r, k = rows.shape[:2]
+    fig, axes = plt.subplots(r, k, figsize=(0.9 * k + 0.4, 0.9 * r + 0.6), squeeze=False)
+    for i in range(r):
+        for j in range(k):
+            img = ((_np(rows[i, j]).clip(-1, 1) + 1) / 2).transpose(1, 2, 0)
+            ax = axes[i][j]
+            if img.shape[2] == 1:
+                ax.imshow(img[:, :, 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(img if img.shape[2] == 4 else img[:, :, :3],
+                          interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0 and column_labels is not None:
+                ax.set_title(column_labels[j], fontsize=7)
+    _save(fig, path, title)
+
+
 def plot_samples(path: Path, generated: Tensor, reference: Tensor, title: str,
                  labels: Tensor | None = None, source: Tensor | None = None) -> None:
     """Generated samples beside held-out data (2-D scatter, or image grids / one row per class)."""
